@@ -1,0 +1,279 @@
+"""The ``sasci-kg`` command line: thin commands over the library.
+
+Each command parses its options, calls the library, and prints: results to stdout,
+progress and messages to stderr. Library errors become ``Error: …`` and exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import pyoxigraph as ox
+
+from . import __version__
+from .build import build_dataset, load_inputs, write_dataset
+from .errors import FactsError, SasciKgError
+from .export import FORMATS, get_format, serialize_quads
+from .facts import load_facts
+from .queries import get_query, list_queries, run_named_query
+from .results import TABLE_FORMATS, render_result
+from .store import LoadInput, default_store_path, load_store, open_store
+from .vocab import BASE
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RDF_FILE_FORMATS = {
+    ".ttl": ox.RdfFormat.TURTLE,
+    ".trig": ox.RdfFormat.TRIG,
+    ".nt": ox.RdfFormat.N_TRIPLES,
+    ".nq": ox.RdfFormat.N_QUADS,
+}
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@contextmanager
+def _step(message: str) -> Iterator[None]:
+    """Announce a step on stderr (only on a terminal) and report how long it took."""
+    tty = sys.stderr.isatty()
+    started = time.monotonic()
+    if tty:
+        click.echo(f"{message} …", err=True, nl=False)
+    yield
+    if tty:
+        click.echo(f" done ({time.monotonic() - started:.1f} s)", err=True)
+
+
+def _fail_on_library_errors(func: F) -> F:
+    """Turn library errors into click errors: 'Error: …' on stderr, exit status 1."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SasciKgError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def data_options(func: F) -> F:
+    """Where the fact files, ontology and source texts are."""
+    options = [
+        click.option("--data", "data_dir", type=click.Path(path_type=Path), default="data",
+                     envvar="SASCI_KG_DATA", show_default=True,
+                     help="Folder of curated fact files (one sub-folder per source)."),
+        click.option("--ontology", "ontology_dir", type=click.Path(path_type=Path),
+                     default="ontology", envvar="SASCI_KG_ONTOLOGY", show_default=True,
+                     help="Folder with sasci.ttl, vocab.ttl and shapes.ttl."),
+        click.option("--sources", "sources_dir", type=click.Path(path_type=Path), default=None,
+                     envvar="SASCI_KG_SOURCES",
+                     help="Folder of source texts to check evidence excerpts against."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store", "store_path", type=click.Path(path_type=Path), default=None,
+        envvar="SASCI_KG_STORE",
+        help="Oxigraph store directory [default: .sasci-kg/store; env SASCI_KG_STORE].",
+    )(func)
+
+
+def _print_notices(notices: list[str]) -> None:
+    for notice in notices:
+        _say(f"Note: {notice}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sasci-kg")
+def main() -> None:
+    """Build the SASCI knowledge graph from curated facts and publish it over SPARQL."""
+
+
+@main.command()
+@data_options
+@_fail_on_library_errors
+def validate(data_dir: Path, ontology_dir: Path, sources_dir: Path | None) -> None:
+    """Check the fact files: structure, references, controlled values, evidence.
+
+    Every problem is reported as PATH:LINE: MESSAGE in one run; exit status 1 if any.
+    """
+    try:
+        facts = load_facts(data_dir, ontology_dir, sources_dir=sources_dir)
+    except FactsError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        count = len(exc.problems)
+        raise click.ClickException(f"{count} problem{'s' if count != 1 else ''} found") from exc
+    _print_notices(facts.notices)
+    records = sum(1 for _ in facts.records())
+    click.echo(f"OK: {records} records from {len(facts.sources)} source(s) in "
+               f"{len(facts.files)} files")
+
+
+@main.command()
+@data_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default="build",
+              show_default=True, help="Folder to write dataset.nq and dataset.trig to.")
+@click.option("--shacl/--no-shacl", default=True, show_default=True,
+              help="Validate the built graph against ontology/shapes.ttl.")
+@_fail_on_library_errors
+def build(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, out_dir: Path,
+          shacl: bool) -> None:
+    """Build the dataset (facts + ontology → quads), SHACL-check it, write it to --out."""
+    with _step("Building the graph"):
+        result = build_dataset(data_dir, ontology_dir, sources_dir=sources_dir, shacl=shacl)
+    _print_notices(result.facts.notices if result.facts else [])
+    for warning in result.warnings:
+        _say(f"SHACL {warning}")
+    for path in write_dataset(result, out_dir):
+        click.echo(str(path))
+    _say(f"Built {len(result.quads)} quads in {len(result.graph_sizes())} graphs")
+
+
+def _file_input(path: Path) -> LoadInput:
+    fmt = RDF_FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise click.BadParameter(
+            f"{path}: unknown RDF file type '{path.suffix}'; use one of "
+            f"{', '.join(RDF_FILE_FORMATS)}", param_hint="FILE")
+    graph = None if fmt in (ox.RdfFormat.TRIG, ox.RdfFormat.N_QUADS) else \
+        f"{BASE}graph/file/{path.name}"
+    return LoadInput(format=fmt, path=path, graph=graph, label=str(path))
+
+
+@main.command()
+@data_options
+@store_option
+@click.option("--shacl/--no-shacl", default=True, show_default=True,
+              help="Validate the curated graph against ontology/shapes.ttl.")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_fail_on_library_errors
+def load(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, store_path: Path | None,
+         shacl: bool, files: tuple[Path, ...]) -> None:
+    """Build the curated graph and load it (and any FILES) into the Oxigraph store.
+
+    FILES are Turtle, TriG, N-Triples or N-Quads; each triples file goes into its own named
+    graph (<https://w3id.org/sasci-kg/graph/file/NAME>), TriG/N-Quads keep their graphs.
+    The new store is built beside the old one and swapped in only when complete.
+    """
+    extra = [_file_input(f) for f in files]
+    with _step("Building the graph"):
+        result = build_dataset(data_dir, ontology_dir, sources_dir=sources_dir, shacl=shacl)
+    _print_notices(result.facts.notices if result.facts else [])
+    target = store_path or default_store_path()
+    progress = _say if sys.stderr.isatty() else None
+    report = load_store(target, [*load_inputs(result), *extra], progress=progress)
+    click.echo(f"Loaded {report.quads} quads in {len(report.graphs)} graphs into {report.path} "
+               f"({report.seconds:.1f} s)")
+
+
+def _read_query_text(sparql: str | None, query_file: Path | None) -> str:
+    if sparql == "-":
+        return sys.stdin.read()
+    if sparql and query_file:
+        raise click.UsageError("give the query as an argument or with -f, not both")
+    if query_file:
+        return query_file.read_text(encoding="utf-8")
+    if sparql:
+        return sparql
+    raise click.UsageError("no query: give SPARQL as an argument, -f FILE, '-' for stdin, "
+                           "or --name NAME")
+
+
+@main.command()
+@store_option
+@click.argument("sparql", required=False)
+@click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Read the query from a file.")
+@click.option("-n", "--name", "query_name", help="Run a named query from queries/.")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A parameter of the named query (repeatable).")
+@click.option("--queries", "queries_dir", type=click.Path(path_type=Path), default="queries",
+              envvar="SASCI_KG_QUERIES", show_default=True, help="Folder of named queries.")
+@click.option("--format", "format_name", default="table", show_default=True,
+              type=click.Choice([*TABLE_FORMATS, *[f for f in FORMATS if f not in
+                                                  TABLE_FORMATS]]),
+              help="table/csv/tsv/json/xml for SELECT and ASK; an RDF format (ttl, nt, nq, "
+                   "trig, jsonld, rdfxml) for CONSTRUCT and DESCRIBE (table means Turtle).")
+@click.option("--list", "list_only", is_flag=True, help="List the named queries and exit.")
+@_fail_on_library_errors
+def query(store_path: Path | None, sparql: str | None, query_file: Path | None,
+          query_name: str | None, params: tuple[str, ...], queries_dir: Path,
+          format_name: str, list_only: bool) -> None:
+    """Run a SPARQL query (argument, -f FILE, '-' for stdin, or --name NAME)."""
+    if list_only:
+        for named in list_queries(queries_dir):
+            click.echo(f"{named.name}\t{named.title}")
+        return
+    backend = open_store(store_path)
+    if query_name:
+        if sparql or query_file:
+            raise click.UsageError("--name runs a named query; do not also give a query")
+        values = {}
+        for item in params:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise click.BadParameter(f"'{item}' is not NAME=VALUE", param_hint="--param")
+            values[name] = value
+        result = run_named_query(backend, get_query(query_name, queries_dir), values)
+    else:
+        if params:
+            raise click.UsageError("--param goes with --name")
+        result = backend.query(_read_query_text(sparql, query_file))
+    click.echo(render_result(result, format_name), nl=False)
+
+
+@main.command()
+@store_option
+@_fail_on_library_errors
+def stats(store_path: Path | None) -> None:
+    """Count triples, entities by class, and triples per graph."""
+    from .stats import store_stats
+
+    summary = store_stats(open_store(store_path))
+    click.echo(f"triples: {summary.triples}")
+    click.echo("graphs:")
+    for graph, count in summary.graphs.items():
+        click.echo(f"  {count:>8}  {graph}")
+    click.echo("entities by class:")
+    for cls, count in summary.classes.items():
+        click.echo(f"  {count:>8}  {cls}")
+
+
+@main.command()
+@store_option
+@click.option("--format", "format_name", type=click.Choice(list(FORMATS)), default="ttl",
+              show_default=True, help="RDF format to write.")
+@click.option("--graph", "graph_iri", default=None, help="Export only this named graph.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of stdout.")
+@_fail_on_library_errors
+def export(store_path: Path | None, format_name: str, graph_iri: str | None,
+           output: Path | None) -> None:
+    """Export the graph deterministically (the same data gives the same bytes)."""
+    backend = open_store(store_path)
+    if graph_iri and graph_iri not in backend.graphs():
+        raise click.BadParameter(f"no graph <{graph_iri}> in the store; graphs: "
+                                 f"{', '.join(backend.graphs())}", param_hint="--graph")
+    data = serialize_quads(backend.quads(graph_iri), get_format(format_name).name)
+    if output:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(output)
+        _say(f"Wrote {len(data)} bytes to {output}")
+    else:
+        click.get_binary_stream("stdout").write(data)

@@ -1,0 +1,72 @@
+"""The one exception tree of the library. The CLI turns these into ``Error: …`` and exit 1;
+the web app into an ``application/problem+json`` body with the right status.
+
+    SasciKgError
+    ├── FactsError          fact files that cannot be read or do not validate
+    ├── ShaclError          the built graph breaks a SHACL shape
+    ├── StoreError          the store cannot be opened, locked, loaded or swapped
+    │   └── StoreLockedError  another process holds the store's write lock
+    ├── QueryError          a SPARQL query that is malformed or cannot run
+    │   └── QueryRefusedError a query the policy refuses (SERVICE, LOAD, update, too large)
+    ├── ExportError         an unknown format or graph asked of the exporter
+    └── NotFoundError       a named query, entity or graph that does not exist
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class SasciKgError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a fact file: where it is and what is wrong (with the fix)."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class FactsError(SasciKgError):
+    """Fact files that cannot be read or do not validate; carries every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in the fact files"
+        super().__init__(head + ":\n" + "\n".join(str(p) for p in self.problems))
+
+
+class ShaclError(SasciKgError):
+    """The built graph breaks a SHACL shape; the message is the readable report."""
+
+
+class StoreError(SasciKgError):
+    """The store cannot be opened, loaded or swapped."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's write lock."""
+
+
+class QueryError(SasciKgError):
+    """A SPARQL query that is malformed or cannot run."""
+
+
+class QueryRefusedError(QueryError):
+    """A query the endpoint's policy refuses (SERVICE, LOAD, an update, too large)."""
+
+
+class ExportError(SasciKgError):
+    """An unknown export format or graph."""
+
+
+class NotFoundError(SasciKgError):
+    """A named query, entity or graph that does not exist."""
