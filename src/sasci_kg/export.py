@@ -98,4 +98,16 @@ def serialize_quads(quads: Iterable[ox.Quad], format_name: str) -> bytes:
                          key=lambda t: (str(t.subject), str(t.predicate), str(t.object)))
         items = triples
     prefixes = used_prefixes(ordered) if fmt.name in ("ttl", "trig", "rdfxml") else None
-    return ox.serialize(items, format=fmt.rdf_format, prefixes=prefixes)
+    data = ox.serialize(items, format=fmt.rdf_format, prefixes=prefixes)
+    if fmt.name in ("ttl", "trig"):
+        data = _sort_prefix_lines(data)
+    return data
+
+
+def _sort_prefix_lines(data: bytes) -> bytes:
+    """Put the serializer's leading ``@prefix`` lines in alphabetical order."""
+    lines = data.split(b"\n")
+    head = 0
+    while head < len(lines) and lines[head].startswith(b"@prefix "):
+        head += 1
+    return b"\n".join(sorted(lines[:head]) + lines[head:])

@@ -351,6 +351,8 @@ def read_yaml(path: Path, display: str) -> tuple[Any, list[Problem]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         what = exc.problem or str(exc)
+        if exc.context and exc.context_mark:
+            what += f" ({exc.context} at line {exc.context_mark.line + 1})"
         return None, [Problem(display, line, f"YAML syntax error: {what}; fix the YAML syntax")]
     except yaml.YAMLError as exc:
         return None, [Problem(display, 1, f"YAML error: {exc}")]
@@ -677,11 +679,12 @@ def _check_ids_and_refs(sources: list[SourceDoc], checker: _Checker) -> None:
                 field_spec = spec.fields.get(name)
                 if field_spec is None or field_spec.kind not in ("ref", "refs"):
                     continue
+                same_type = [k for k in known if k.split("/", 1)[0] in field_spec.refs]
                 for ref in [value] if isinstance(value, str) else value:
                     if ref not in seen:
                         checker.add(record.path, record.lines.get(name, record.line),
                                     f"{record.id} field '{name}': unknown reference '{ref}'"
-                                    f"{_suggest(ref, known)}; define it or fix the id")
+                                    f"{_suggest(ref, same_type)}; define it or fix the id")
             if record.section == "statements":
                 _check_statement(record, seen, checker)
             if record.section == "concepts":

@@ -11,21 +11,33 @@ from pyoxigraph import NamedNode
 BASE = "https://w3id.org/sasci-kg/"
 
 
-class Namespace(str):
-    """An IRI prefix whose attributes and items are :class:`NamedNode` terms."""
+class Namespace:
+    """An IRI prefix whose attributes and items are :class:`NamedNode` terms.
 
-    __slots__ = ()
+    Not a ``str`` subclass on purpose: ``DCTERMS.title`` must be a term, not ``str.title``.
+    """
+
+    __slots__ = ("_base",)
+
+    def __init__(self, base: str):
+        self._base = base
+
+    def __str__(self) -> str:
+        return self._base
+
+    def __repr__(self) -> str:
+        return f"Namespace({self._base!r})"
 
     def __getattr__(self, name: str) -> NamedNode:
         if name.startswith("__"):
             raise AttributeError(name)
-        return NamedNode(str(self) + name)
+        return NamedNode(self._base + name)
 
-    def __getitem__(self, name: str) -> NamedNode:  # type: ignore[override]
-        return NamedNode(str(self) + name)
+    def __getitem__(self, name: str) -> NamedNode:
+        return NamedNode(self._base + name)
 
     def term(self, name: str) -> NamedNode:
-        return NamedNode(str(self) + name)
+        return NamedNode(self._base + name)
 
 
 # Reused vocabularies.
