@@ -515,8 +515,8 @@
         }
       } else if (!format && type === TURTLE) {
         renderText(body, true);
-        const statements = body.split("\n").filter((l) => /[.;,]\s*$/.test(l) && !/^\s*(@prefix|PREFIX)\b/i.test(l)).length;
-        setStatus(`Graph as Turtle, ${plural(statements, "statement")} in ${elapsed}.`);
+        const lines = body.split("\n").filter((l) => l.trim() && !/^\s*(@prefix|PREFIX)\b/i.test(l)).length;
+        setStatus(`Graph as Turtle, ${plural(lines, "line")} in ${elapsed}.`);
       } else {
         renderText(body, type === TURTLE || type === "application/trig");
         setStatus(`${formatsByKey.get(format)?.label || type}, ${plural(body.length, "character")} in ${elapsed}.`);
@@ -563,6 +563,9 @@
   // Start
 
   document.getElementById("editor").classList.add("enhanced");
+  for (const link of document.querySelectorAll("a.example")) {
+    if (new URL(link.href).searchParams.get("query") === textarea.value) link.setAttribute("aria-current", "true");
+  }
   renderEditor();
   updateLinks();
   if (config.autorun) run();
