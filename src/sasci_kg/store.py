@@ -110,7 +110,8 @@ class OxigraphBackend:
             return self._store.query(sparql, **kwargs)  # type: ignore[arg-type]
         except SyntaxError as exc:
             raise QueryError(f"SPARQL syntax error: {exc}") from exc
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:
+            # pyoxigraph raises RuntimeError for e.g. a substitution of an unprojected variable
             raise QueryError(f"query cannot run: {exc}") from exc
 
     def graphs(self) -> list[str]:
