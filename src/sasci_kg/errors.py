@@ -5,7 +5,12 @@ the web app into an ``application/problem+json`` body with the right status.
     ├── FactsError          fact files that cannot be read or do not validate
     ├── ShaclError          the built graph breaks a SHACL shape
     ├── StoreError          the store cannot be opened, locked, loaded or swapped
-    │   └── StoreLockedError  another process holds the store's write lock
+    │   ├── StoreLockedError  another process holds the store's write lock
+    │   └── RemoteError     a remote SPARQL engine failed us (web: 502)
+    │       ├── RemoteUnavailableError  cannot connect: refused, reset, unknown host (502)
+    │       ├── RemoteTimeoutError      no answer in time, or partial results on timeout (504)
+    │       ├── RemoteProtocolError     an answer we cannot trust: bad status, type or body (502)
+    │       └── RemoteIncompleteError   a 200 the engine cut short (row cap) (502)
     ├── QueryError          a SPARQL query that is malformed or cannot run
     │   └── QueryRefusedError a query the policy refuses (SERVICE, LOAD, update, too large)
     ├── ExportError         an unknown format or graph asked of the exporter
@@ -54,6 +59,26 @@ class StoreError(SasciKgError):
 
 class StoreLockedError(StoreError):
     """Another process holds the store's write lock."""
+
+
+class RemoteError(StoreError):
+    """A remote SPARQL engine failed: the web layer answers 502 (504 for timeouts)."""
+
+
+class RemoteUnavailableError(RemoteError):
+    """The remote engine cannot be reached: connection refused or reset, unknown host."""
+
+
+class RemoteTimeoutError(RemoteError):
+    """The remote engine gave no complete answer in time (ours, or its own time limit)."""
+
+
+class RemoteProtocolError(RemoteError):
+    """The remote engine answered something we cannot trust: status, media type or body."""
+
+
+class RemoteIncompleteError(RemoteError):
+    """The remote engine answered 200 but cut the result short (a row or size cap)."""
 
 
 class QueryError(SasciKgError):
