@@ -668,6 +668,15 @@ def _check_ids_and_refs(sources: list[SourceDoc], checker: _Checker) -> None:
                 continue
             seen[record.id] = record
     known = sorted(seen)
+    candidates: dict[tuple[str, ...], list[str]] = {}
+
+    def same_type(types: tuple[str, ...]) -> list[str]:
+        """The known ids of these types, for a suggestion; built only when a ref is wrong
+        (building it per field made the check quadratic: minutes at 10^5 triples)."""
+        if types not in candidates:
+            candidates[types] = [k for k in known if k.split("/", 1)[0] in types]
+        return candidates[types]
+
     for source in sources:
         about = source.values.get("about")
         if about and about not in seen:
@@ -679,12 +688,12 @@ def _check_ids_and_refs(sources: list[SourceDoc], checker: _Checker) -> None:
                 field_spec = spec.fields.get(name)
                 if field_spec is None or field_spec.kind not in ("ref", "refs"):
                     continue
-                same_type = [k for k in known if k.split("/", 1)[0] in field_spec.refs]
                 for ref in [value] if isinstance(value, str) else value:
                     if ref not in seen:
                         checker.add(record.path, record.lines.get(name, record.line),
                                     f"{record.id} field '{name}': unknown reference '{ref}'"
-                                    f"{_suggest(ref, same_type)}; define it or fix the id")
+                                    f"{_suggest(ref, same_type(field_spec.refs))}; define "
+                                    "it or fix the id")
             if record.section == "statements":
                 _check_statement(record, seen, checker)
             if record.section == "concepts":
