@@ -1,0 +1,120 @@
+"""One measured step, run in a fresh process so its time and peak memory are its own.
+
+``python -m benchmarks.steps STEP ARGS…`` prints one JSON object (seconds per phase,
+quads, peak RSS) on stdout. The runner (``benchmarks.run``) starts these, interleaved.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pyoxigraph as ox
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(data: str, ontology: str, sources: str, out_nq: str) -> dict[str, object]:
+    """Validate (with evidence) → map to quads → sorted N-Quads file, each phase timed."""
+    from sasci_kg.build import _one_graph_each, read_ontology
+    from sasci_kg.export import serialize_quads
+    from sasci_kg.facts import load_facts
+    from sasci_kg.mapping import facts_to_quads
+
+    t0 = time.perf_counter()
+    facts = load_facts(data, ontology, sources_dir=sources)
+    t1 = time.perf_counter()
+    quads = list(_one_graph_each([*read_ontology(Path(ontology)), *facts_to_quads(facts)]))
+    t2 = time.perf_counter()
+    data_bytes = serialize_quads(quads, "nq")
+    t3 = time.perf_counter()
+    Path(out_nq).write_bytes(data_bytes)
+    t4 = time.perf_counter()
+    return {"validate_s": t1 - t0, "map_s": t2 - t1, "serialize_s": t3 - t2,
+            "write_s": t4 - t3, "total_s": t4 - t0, "quads": len(quads),
+            "records": sum(1 for _ in facts.records()), "notices": len(facts.notices),
+            "nq_bytes": len(data_bytes), "peak_rss_mib": _peak_mib()}
+
+
+def shacl(data: str, ontology: str, sources: str, limit: str = "0") -> dict[str, object]:
+    """pySHACL over the whole built graph (the build's own check), timed on its own."""
+    from sasci_kg.build import build_dataset, check_shapes
+    from sasci_kg.errors import ShaclError
+
+    result = build_dataset(data, ontology, sources_dir=sources, shacl=False)
+    t0 = time.perf_counter()
+    try:
+        warnings = check_shapes(result.quads, Path(ontology) / "shapes.ttl")
+        outcome = f"conforms ({len(warnings)} warnings)"
+    except ShaclError as exc:
+        outcome = f"violations: {str(exc).splitlines()[0][:120]}"
+    return {"shacl_s": time.perf_counter() - t0, "outcome": outcome, "quads": len(result.quads),
+            "peak_rss_mib": _peak_mib()}
+
+
+def floor(nq: str, store: str) -> dict[str, object]:
+    """pyoxigraph alone: parse the N-Quads, then bulk-load them into a fresh store, optimize."""
+    t0 = time.perf_counter()
+    parsed = sum(1 for _ in ox.parse(path=nq, format=ox.RdfFormat.N_QUADS))
+    t1 = time.perf_counter()
+    shutil.rmtree(store, ignore_errors=True)
+    s = ox.Store(store)
+    t2 = time.perf_counter()
+    s.bulk_load(path=nq, format=ox.RdfFormat.N_QUADS)
+    t3 = time.perf_counter()
+    s.optimize()
+    s.flush()
+    t4 = time.perf_counter()
+    return {"parse_s": t1 - t0, "bulk_load_s": t3 - t2, "optimize_s": t4 - t3,
+            "quads": parsed, "peak_rss_mib": _peak_mib()}
+
+
+def load(nq: str, store: str) -> dict[str, object]:
+    """The project's loader (staging store, bulk load, optimize, atomic swap) on N-Quads."""
+    from sasci_kg.store import LoadInput, load_store
+
+    shutil.rmtree(store, ignore_errors=True)
+    t0 = time.perf_counter()
+    report = load_store(store, [LoadInput(format=ox.RdfFormat.N_QUADS, path=Path(nq))])
+    return {"load_s": time.perf_counter() - t0, "quads": report.quads,
+            "peak_rss_mib": _peak_mib()}
+
+
+def named(name: str, store: str, params: str) -> dict[str, object]:
+    """One named query on the store: unparameterised (all rows), then with ``params``."""
+    from sasci_kg.queries import get_query, run_named_query
+    from sasci_kg.store import open_store
+
+    backend = open_store(store)
+    query = get_query(name, Path(__file__).resolve().parents[1] / "queries")
+    out: dict[str, object] = {}
+    runs = [("all", {p.name: "" for p in query.params})]
+    if json.loads(params):
+        runs.append(("param", json.loads(params)))
+    for label, values in runs:
+        # A parameter left empty is unbound (all rows) unless the query has a default.
+        bound = {k: v for k, v in values.items() if v}
+        t0 = time.perf_counter()
+        result = run_named_query(backend, query, bound)
+        rows = sum(1 for _ in result) if not isinstance(result, ox.QueryBoolean) else 1
+        out[f"{label}_ms"] = 1000 * (time.perf_counter() - t0)
+        out[f"{label}_rows"] = rows
+    return out
+
+
+STEPS = {"build": build, "shacl": shacl, "floor": floor, "load": load, "named": named}
+
+
+def main() -> None:
+    step, args = sys.argv[1], sys.argv[2:]
+    print(json.dumps(STEPS[step](*args)))
+
+
+if __name__ == "__main__":
+    main()
