@@ -3,7 +3,6 @@ the system chromedriver (never a downloaded one). The app runs on a free loopbac
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,12 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyoxigraph as ox
 import pytest
-from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
-from sasci_kg.store import LoadInput, load_store, open_store
-from sasci_kg.vocab import BASE, PREFIXES
-from sasci_kg.web import ui
+from sasci_kg.store import LoadInput, load_store
+from sasci_kg.vocab import BASE
+from sasci_kg.web import close_app, create_app, load_config
 
 pytestmark = pytest.mark.browser
 
@@ -72,44 +70,7 @@ ORDER BY ?name
 
 
 # ---------------------------------------------------------------------------------------
-# The app under test
-
-
-def _problem(status: int, title: str, detail: str, **extra: Any) -> Response:
-    body = {"type": "about:blank", "status": status, "title": title, "detail": detail, **extra}
-    return Response(json.dumps(body), status=status, mimetype="application/problem+json")
-
-
-def _standin_app(store_path: Path, queries_dir: Path) -> Flask:
-    """The page plus a minimal /sparql, for as long as ``create_app`` does not exist yet."""
-    app = Flask("browser-test")
-    app.config.update(SASCI_KG_QUERIES_DIR=queries_dir)
-    app.register_blueprint(ui.bp)
-    backend = open_store(store_path)
-
-    @app.route("/sparql", methods=["GET", "POST"])
-    def sparql() -> Response:
-        query = request.values.get("query", "")
-        try:
-            result = backend.query(query)
-        except Exception as exc:  # noqa: BLE001 - a test stand-in, not the real endpoint
-            cause = exc.__cause__ or exc
-            match = re.match(r"error at (\d+):(\d+): (.*)", str(cause), re.S)
-            if match:
-                return _problem(400, "SPARQL syntax error", match[3],
-                                line=int(match[1]), column=int(match[2]))
-            return _problem(400, "Query failed", str(exc))
-        if isinstance(result, ox.QueryTriples):
-            body = ox.serialize(result, format=ox.RdfFormat.TURTLE, prefixes=PREFIXES)
-            return Response(body, mimetype="text/turtle")
-        fmt = request.values.get("format")
-        if fmt == "csv" or request.accept_mimetypes.best == "text/csv":
-            return Response(result.serialize(format=ox.QueryResultsFormat.CSV),
-                            mimetype="text/csv")
-        return Response(result.serialize(format=ox.QueryResultsFormat.JSON),
-                        mimetype="application/sparql-results+json")
-
-    return app
+# The app under test: the real one, on a free loopback port
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +81,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     queries_dir = root / "queries"
     queries_dir.mkdir()
     (queries_dir / "who-spoke.rq").write_text(WHO_SPOKE, encoding="utf-8")
-    app = _standin_app(store_path, queries_dir)
+    # environ={}: the machine's SASCI_KG_* settings must not leak into the test.
+    app = create_app(load_config({"store": store_path, "query_workers": 2}, environ={}))
+    app.config["SASCI_KG_QUERIES_DIR"] = queries_dir
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -130,6 +93,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
+        close_app(app)
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,6 +255,7 @@ def test_ask_construct_and_errors(site: str, browser: Any) -> None:
     set_query(browser, "CONSTRUCT { ?p schema:affiliation ?o } WHERE { ?p schema:affiliation ?o }")
     run_with_keyboard(browser)
     turtle = wait_for(browser, lambda d: find_all(d, "pre.rdf-text") and find(d, "pre.rdf-text"))
+    assert re.match(r"Graph as Turtle, 3 triples in \d", find(browser, "#status").text)
     assert "schema:affiliation" in turtle.text
     links = {a.get_attribute("href") for a in turtle.find_elements("css selector", "a")}
     assert site + "/id/org/north-uni" in links

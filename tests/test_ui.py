@@ -271,3 +271,27 @@ def test_the_repository_queries_render(client: FlaskClient) -> None:
     html = make_app(shipped).test_client().get("/").get_data(as_text=True)
     for query in queries:
         assert f'data-name="{query.name}"' in html
+
+
+def test_create_app_serves_the_page(queries_dir: Path, tmp_path: Path) -> None:
+    """The real app registers the page, and a browser asking /sparql for HTML lands on it."""
+    import pyoxigraph as ox
+
+    from sasci_kg.store import LoadInput, load_store
+    from sasci_kg.web import close_app, create_app, load_config
+
+    store = tmp_path / "store"
+    data = f"<{BASE}id/person/a> <https://schema.org/name> \"A\" .\n".encode()
+    load_store(store, [LoadInput(format=ox.RdfFormat.N_TRIPLES, data=data, graph=BASE + "graph/t")])
+    app = create_app(load_config({"store": store, "query_workers": 1}, environ={}))
+    try:
+        app.config["SASCI_KG_QUERIES_DIR"] = queries_dir
+        assert "ui" in app.blueprints
+        client = app.test_client()
+        page = client.get("/")
+        assert page.status_code == 200 and "Who spoke in which session?" in page.text
+        browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        found = client.get("/sparql", headers={"Accept": browser_accept})
+        assert found.status_code == 303 and found.headers["Location"] == "/"
+    finally:
+        close_app(app)

@@ -513,13 +513,15 @@
           const rows = renderTable(data);
           setStatus(`${plural(rows, "row")} in ${elapsed}.`);
         }
-      } else if (!format && type === TURTLE) {
-        renderText(body, true);
-        const lines = body.split("\n").filter((l) => l.trim() && !/^\s*(@prefix|PREFIX)\b/i.test(l)).length;
-        setStatus(`Graph as Turtle, ${plural(lines, "line")} in ${elapsed}.`);
       } else {
         renderText(body, type === TURTLE || type === "application/trig");
-        setStatus(`${formatsByKey.get(format)?.label || type}, ${plural(body.length, "character")} in ${elapsed}.`);
+        // The endpoint counts what it sent (rows, or triples for a graph).
+        const counted = Number.parseInt(response.headers.get("X-Result-Rows") || "", 10);
+        const size = Number.isNaN(counted)
+          ? plural(body.length, "character")
+          : plural(counted, kind === "graph" ? "triple" : "row");
+        const label = format ? formatsByKey.get(format)?.label || type : kind === "graph" ? "Graph as Turtle" : type;
+        setStatus(`${label}, ${size} in ${elapsed}.`);
       }
     } catch (error) {
       setStatus(`Could not read the result (${elapsed}).`);
