@@ -246,3 +246,23 @@ def test_statement_predicate_checks(tmp_path: Path) -> None:
 
 def test_normalise_folds_quotes_dashes_space() -> None:
     assert normalise("\u201cKing\u2019s  Fund\u201d \u2013\nnow") == '"King\'s Fund" - now'
+
+
+def test_recorded_at_only_for_quotes_without_a_session(tmp_path: Path) -> None:
+    files = dict(GOOD)
+    files["event.yaml"] = GOOD["event.yaml"].rstrip(" ") + """\
+            session: session/the-event.plenary
+        statements:
+          - id: fact/bold.recorded-at
+            subject: quote/ann-example.bold
+            predicate: recorded_at
+            object: session/the-event.plenary
+            certainty: implied
+            evidence: co-hosted an event
+        """
+    problems = problems_of(write_source(tmp_path, files), tmp_path)
+    assert len(problems) == 1
+    assert problems[0].endswith(
+        "event.yaml:25: fact/bold.recorded-at: quote/ann-example.bold already has a session "
+        "(session/the-event.plenary); use a recorded_at statement only for a quote or claim "
+        "without one")

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 SLUG = r"[a-z0-9]+(?:-[a-z0-9]+)*"
 ID_PATTERN = re.compile(rf"^(?P<type>[a-z]+)/(?P<slug>{SLUG}(?:\.{SLUG})*)$")
 ISO_DURATION = re.compile(r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$")
+ABSOLUTE_IRI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:[^\s<>\"{}|\\^`]+$")
 LANGUAGE_TAG = re.compile(r"^[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*$")
 
 
@@ -223,7 +224,7 @@ SOURCE_FIELDS: dict[str, Field] = {
     "date_published": Field("date"),
     "language": Field("lang"),
     "about": Field("ref", refs=("event",)),
-    "url": Field("text"),
+    "url": Field("iri"),
     "note": Field("text"),
 }
 
@@ -457,6 +458,12 @@ class _Checker:
                     self.add(path, line, f"{where}: '{value}' is not a date; write YYYY-MM-DD")
                     return None
             return value.isoformat()
+        if kind == "iri":
+            if not isinstance(value, str) or not ABSOLUTE_IRI.match(value):
+                self.add(path, line, f"{where}: {_show(value)} is not an absolute IRI "
+                         "(e.g. https://example.org/article)")
+                return None
+            return value
         if kind == "duration":
             if not isinstance(value, str) or not ISO_DURATION.match(value):
                 self.add(path, line, f"{where}: {_show(value)} is not an ISO 8601 duration "
@@ -707,6 +714,11 @@ def _check_statement(record: Record, seen: dict[str, Any], checker: _Checker) ->
     predicate = record.values.get("predicate")
     if predicate not in STATEMENT_PREDICATES:
         return
+    target = seen.get(record.values.get("subject", ""))
+    if predicate == "recorded_at" and isinstance(target, Record) and target.get("session"):
+        checker.add(record.path, record.lines.get("subject", record.line),
+                    f"{record.id}: {target.id} already has a session ({target.get('session')}); "
+                    "use a recorded_at statement only for a quote or claim without one")
     subjects, objects = STATEMENT_PREDICATES[predicate]
     for name, allowed in (("subject", subjects), ("object", objects)):
         ref = record.values.get(name)

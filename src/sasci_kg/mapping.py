@@ -150,7 +150,7 @@ def _map_source(out: _Emitter) -> None:
         out.add(node, SCHEMA.about, iri(values["about"]))
     out.add(node, SCHEMA.sha256, Literal(values["sha256"]))
     if values.get("url"):
-        out.add(node, SCHEMA.url, Literal(values["url"], datatype=XSD.anyURI))
+        out.add(node, SCHEMA.url, NamedNode(values["url"]))
     out.add(out.graph, PROV.wasDerivedFrom, node)
 
 
