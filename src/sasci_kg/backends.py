@@ -217,6 +217,7 @@ class LoadSummary:
     graphs: list[str]
     seconds: float
     dropped: list[str] = field(default_factory=list)
+    altered: list[str] = field(default_factory=list)  # remote: triples the engine rewrote
 
 
 def load_dataset(
@@ -224,8 +225,13 @@ def load_dataset(
     inputs: Iterable[LoadInput],
     *,
     progress: Callable[[str], None] | None = None,
+    accept_engine_changes: bool = False,
 ) -> LoadSummary:
-    """Replace the dataset in the store the settings name, never leaving it half-loaded."""
+    """Replace the dataset in the store the settings name, never leaving it half-loaded.
+
+    On a remote engine the staged graphs are read back; if the engine stored any triple
+    differently, the load fails unless ``accept_engine_changes`` (then they are listed).
+    """
     started = time.monotonic()
     if not settings.is_remote:
         report = load_store(settings.store_path or default_store_path(), inputs,
@@ -233,6 +239,8 @@ def load_dataset(
         return LoadSummary(target=str(report.path), quads=report.quads, graphs=report.graphs,
                            seconds=report.seconds)
     backend = open_remote(settings)
-    remote = replace_graphs(backend, inputs, progress=progress)
+    remote = replace_graphs(backend, inputs, progress=progress,
+                            accept_altered=accept_engine_changes)
     return LoadSummary(target=settings.describe(), quads=remote.quads, graphs=remote.graphs,
-                       seconds=time.monotonic() - started, dropped=remote.dropped)
+                       seconds=time.monotonic() - started, dropped=remote.dropped,
+                       altered=[str(a) for a in remote.altered])

@@ -744,9 +744,15 @@ class RemoteBackend:
         substitutions: dict[str, ox.NamedNode | ox.Literal] | None = None,
         base_iri: str | None = None,
         timeout: float | None = None,
+        prefixes: dict[str, str] | None = None,
     ) -> QueryResult:
-        """Run a query; by default its dataset is our graphs (union default graph)."""
-        prepared = prepare_query(sparql, substitutions=substitutions, base_iri=base_iri)
+        """Run a query; by default its dataset is our graphs (union default graph).
+
+        ``prefixes`` (default: ``vocab.PREFIXES``) are declared for the query when it uses
+        them without declaring them; ``timeout`` overrides the backend's for this request.
+        """
+        prepared = prepare_query(sparql, prefixes=prefixes, substitutions=substitutions,
+                                 base_iri=base_iri)
         params: list[tuple[str, str]] = [("query", prepared.text)]
         # Dataset parameters override a query's FROM (SPARQL 1.1 Protocol 2.1.4), as the
         # embedded backend's arguments do; a query with its own FROM and no arguments keeps it.
@@ -962,6 +968,19 @@ def _graph_url(gsp_url: str, graph: str) -> str:
 # Loading: stage every graph, check its size, then move them all over the live ones at once.
 
 
+@dataclass(frozen=True)
+class Alteration:
+    """A triple the engine stored differently from what was sent (N-Triples text)."""
+
+    graph: str
+    sent: str
+    stored: str | None
+
+    def __str__(self) -> str:
+        came_back = f"came back as {self.stored}" if self.stored else "is missing"
+        return f"<{self.graph}>: {self.sent} {came_back}"
+
+
 @dataclass
 class RemoteLoadReport:
     """What a remote load did (sizes as counted by the engine afterwards)."""
@@ -970,7 +989,28 @@ class RemoteLoadReport:
     quads: int
     graphs: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    altered: list[Alteration] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _has_bnode(triple: ox.Triple) -> bool:
+    return isinstance(triple.subject, ox.BlankNode) or isinstance(triple.object, ox.BlankNode)
+
+
+def _alterations(backend: RemoteBackend, store: ox.Store, graph: str, staged: str
+                 ) -> list[Alteration]:
+    """Triples of ``graph`` that the engine stored differently (blank nodes aside: their
+    labels are the engine's own)."""
+    sent = {q.triple for q in store.quads_for_pattern(None, None, None, ox.NamedNode(graph))
+            if not _has_bnode(q.triple)}
+    got = {q.triple for q in backend._graph_quads(staged) if not _has_bnode(q.triple)}
+    found = []
+    extra = sorted(got - sent, key=str)
+    for triple in sorted(sent - got, key=str):
+        twin = next((t for t in extra if t.subject == triple.subject and
+                     t.predicate == triple.predicate), None)
+        found.append(Alteration(graph, f"{triple} .", f"{twin} ." if twin else None))
+    return found
 
 
 def _staged_dataset(inputs: Iterable[LoadInput], directory: str,
@@ -1017,6 +1057,8 @@ def replace_graphs(
     progress: Callable[[str], None] | None = None,
     prune: bool = True,
     chunk_triples: int = 50_000,
+    verify: bool = True,
+    accept_altered: bool = False,
 ) -> RemoteLoadReport:
     """Replace our graphs in the engine with ``inputs``, safely.
 
@@ -1026,6 +1068,11 @@ def replace_graphs(
     half-loaded graph; afterwards the engine holds exactly the new graphs of ours — no
     staging graphs, no leftovers. Graphs outside ``backend.graph_namespaces`` are never
     touched, and an input with such a graph (or default-graph triples) is refused.
+
+    With ``verify`` each staged graph is read back and compared with what was sent: an
+    engine that rewrites literals (Virtuoso 7 turns ``"P5Y"^^xsd:duration`` into ``"60"``)
+    makes the load fail before the swap, unless ``accept_altered``, when the changes are
+    only listed in the report.
     """
     started = time.monotonic()
     if not backend.update_url:
@@ -1070,6 +1117,18 @@ def replace_graphs(
                     raise RemoteError(
                         f"graph <{graph}>: the engine holds {got} triples after the upload, "
                         f"{expected[graph]} were sent; the live graphs were not changed")
+            altered: list[Alteration] = []
+            if verify:
+                if progress:
+                    progress("reading the staged graphs back to compare")
+                for graph in graphs:
+                    altered += _alterations(backend, store, graph, staging[graph])
+            if altered and not accept_altered:
+                raise RemoteError(
+                    f"the engine stored {len(altered)} triple(s) differently from what was "
+                    f"sent, e.g. {altered[0]}; the live graphs were not changed. Change the "
+                    "data, or load anyway with --accept-engine-changes (each change is "
+                    "listed)")
             live = backend.graphs_uncached()
             dropped = [g for g in live if g not in expected] if prune else []
             operations = [f"MOVE <{staging[g]}> TO <{g}>" for g in graphs]
@@ -1105,6 +1164,7 @@ def replace_graphs(
         quads=sum(sizes.values()),
         graphs=sorted(after),
         dropped=dropped,
+        altered=altered,
         seconds=time.monotonic() - started,
     )
 
