@@ -6,6 +6,8 @@ progress and messages to stderr. Library errors become ``Error: …`` and exit s
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,13 +19,15 @@ import click
 import pyoxigraph as ox
 
 from . import __version__
+from .backends import BACKEND_KINDS, BackendSettings, load_dataset, open_backend
 from .build import build_dataset, load_inputs, write_dataset
 from .errors import FactsError, SasciKgError
 from .export import FORMATS, get_format, serialize_quads
 from .facts import load_facts
 from .queries import get_query, list_queries, run_named_query
+from .remote import AUTH_KINDS
 from .results import TABLE_FORMATS, render_result
-from .store import LoadInput, default_store_path, load_store, open_store
+from .store import LoadInput
 from .vocab import BASE
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,12 +88,87 @@ def data_options(func: F) -> F:
     return func
 
 
+_BACKEND_PARAMS = ("store_path", "backend", "query_url", "update_url", "gsp_url", "auth",
+                   "user", "password_file", "token_file", "remote_timeout", "remote_row_cap",
+                   "graph_namespaces")
+
+
 def store_option(func: F) -> F:
-    return click.option(
-        "--store", "store_path", type=click.Path(path_type=Path), default=None,
-        envvar="SASCI_KG_STORE",
-        help="Oxigraph store directory [default: .sasci-kg/store; env SASCI_KG_STORE].",
-    )(func)
+    """Where the graph is: the embedded store (--store) or a remote SPARQL engine.
+
+    The command receives one ``backend_settings`` (:class:`BackendSettings`). Passwords and
+    tokens are read from SASCI_KG_PASSWORD / SASCI_KG_TOKEN or a file, never from an option
+    (a command line is visible to every user of the machine).
+    """
+    options = [
+        click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+                     envvar="SASCI_KG_STORE",
+                     help="Oxigraph store directory [default: .sasci-kg/store; env "
+                          "SASCI_KG_STORE]."),
+        click.option("--backend", type=click.Choice(BACKEND_KINDS), default=None,
+                     envvar="SASCI_KG_BACKEND",
+                     help="embedded (the Oxigraph store, default) or remote (a SPARQL 1.1 "
+                          "engine; implied by --query-url) [env SASCI_KG_BACKEND]."),
+        click.option("--query-url", metavar="URL", envvar="SASCI_KG_QUERY_URL",
+                     help="Remote: the engine's SPARQL query endpoint [env "
+                          "SASCI_KG_QUERY_URL]."),
+        click.option("--update-url", metavar="URL", envvar="SASCI_KG_UPDATE_URL",
+                     help="Remote: its SPARQL Update endpoint, needed by load [env "
+                          "SASCI_KG_UPDATE_URL]."),
+        click.option("--gsp-url", metavar="URL", envvar="SASCI_KG_GSP_URL",
+                     help="Remote: its Graph Store Protocol endpoint (?graph=), for whole-graph "
+                          "reads and writes [env SASCI_KG_GSP_URL]."),
+        click.option("--auth", type=click.Choice(AUTH_KINDS), default=None,
+                     envvar="SASCI_KG_AUTH",
+                     help="Remote: authentication [default: none; env SASCI_KG_AUTH]. The "
+                          "password comes from SASCI_KG_PASSWORD or --password-file, a bearer "
+                          "token from SASCI_KG_TOKEN or --token-file."),
+        click.option("--user", envvar="SASCI_KG_USER",
+                     help="Remote: user for basic/digest auth [env SASCI_KG_USER]."),
+        click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
+                     envvar="SASCI_KG_PASSWORD_FILE",
+                     help="Remote: file holding the password [env SASCI_KG_PASSWORD_FILE]."),
+        click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                     envvar="SASCI_KG_TOKEN_FILE",
+                     help="Remote: file holding the bearer token [env SASCI_KG_TOKEN_FILE]."),
+        click.option("--remote-timeout", type=float, default=None, metavar="SECONDS",
+                     envvar="SASCI_KG_REMOTE_TIMEOUT",
+                     help="Remote: seconds to wait for each request [default: 30; env "
+                          "SASCI_KG_REMOTE_TIMEOUT]."),
+        click.option("--remote-row-cap", type=int, default=None, metavar="ROWS",
+                     envvar="SASCI_KG_REMOTE_ROW_CAP",
+                     help="Remote: the engine's own result cap (Virtuoso's ResultSetMaxRows); "
+                          "answers that reach it are refused as cut short [env "
+                          "SASCI_KG_REMOTE_ROW_CAP]."),
+        click.option("--graph-namespace", "graph_namespaces", multiple=True, metavar="IRI",
+                     envvar="SASCI_KG_GRAPH_NAMESPACES",
+                     help="Remote: IRI prefix of the graphs that are ours (repeatable) "
+                          "[default: https://w3id.org/sasci-kg/; env "
+                          "SASCI_KG_GRAPH_NAMESPACES]."),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name, None) for name in _BACKEND_PARAMS}
+        try:
+            kwargs["backend_settings"] = BackendSettings.from_options(
+                backend=values["backend"], store_path=values["store_path"],
+                query_url=values["query_url"], update_url=values["update_url"],
+                gsp_url=values["gsp_url"], auth=values["auth"], user=values["user"],
+                password=os.environ.get("SASCI_KG_PASSWORD") or None,
+                password_file=values["password_file"],
+                token=os.environ.get("SASCI_KG_TOKEN") or None,
+                token_file=values["token_file"], timeout=values["remote_timeout"],
+                row_cap=values["remote_row_cap"],
+                graph_namespaces=values["graph_namespaces"] or None)
+        except SasciKgError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return func(*args, **kwargs)
+
+    decorated: Any = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
 
 
 def _print_notices(notices: list[str]) -> None:
@@ -160,25 +239,34 @@ def _file_input(path: Path) -> LoadInput:
 @store_option
 @click.option("--shacl/--no-shacl", default=True, show_default=True,
               help="Validate the curated graph against ontology/shapes.ttl.")
+@click.option("--accept-engine-changes", is_flag=True,
+              help="Remote: load even if the engine stores some triples differently from what "
+                   "was sent (Virtuoso 7 rewrites xsd:duration values); each change is listed.")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_fail_on_library_errors
-def load(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, store_path: Path | None,
-         shacl: bool, files: tuple[Path, ...]) -> None:
-    """Build the curated graph and load it (and any FILES) into the Oxigraph store.
+def load(data_dir: Path, ontology_dir: Path, sources_dir: Path | None,
+         backend_settings: BackendSettings, shacl: bool, accept_engine_changes: bool,
+         files: tuple[Path, ...]) -> None:
+    """Build the curated graph and load it (and any FILES) into the store.
 
     FILES are Turtle, TriG, N-Triples or N-Quads; each triples file goes into its own named
     graph (<https://w3id.org/sasci-kg/graph/file/NAME>), TriG/N-Quads keep their graphs.
-    The new store is built beside the old one and swapped in only when complete.
+    The new store is built beside the old one and swapped in only when complete; on a
+    remote engine each graph is staged, size-checked and moved over the live one.
     """
     extra = [_file_input(f) for f in files]
     with _step("Building the graph"):
         result = build_dataset(data_dir, ontology_dir, sources_dir=sources_dir, shacl=shacl)
     _print_notices(result.facts.notices if result.facts else [])
-    target = store_path or default_store_path()
     progress = _say if sys.stderr.isatty() else None
-    report = load_store(target, [*load_inputs(result), *extra], progress=progress)
-    click.echo(f"Loaded {report.quads} quads in {len(report.graphs)} graphs into {report.path} "
-               f"({report.seconds:.1f} s)")
+    report = load_dataset(backend_settings, [*load_inputs(result), *extra], progress=progress,
+                          accept_engine_changes=accept_engine_changes)
+    for change in report.altered:
+        _say(f"Note: the engine changed {change}")
+    for graph in report.dropped:
+        _say(f"Dropped <{graph}>: it is no longer in the dataset")
+    click.echo(f"Loaded {report.quads} quads in {len(report.graphs)} graphs into "
+               f"{report.target} ({report.seconds:.1f} s)")
 
 
 def _read_query_text(sparql: str | None, query_file: Path | None) -> str:
@@ -211,7 +299,7 @@ def _read_query_text(sparql: str | None, query_file: Path | None) -> str:
                    "trig, jsonld, rdfxml) for CONSTRUCT and DESCRIBE (table means Turtle).")
 @click.option("--list", "list_only", is_flag=True, help="List the named queries and exit.")
 @_fail_on_library_errors
-def query(store_path: Path | None, sparql: str | None, query_file: Path | None,
+def query(backend_settings: BackendSettings, sparql: str | None, query_file: Path | None,
           query_name: str | None, params: tuple[str, ...], queries_dir: Path,
           format_name: str, list_only: bool) -> None:
     """Run a SPARQL query (argument, -f FILE, '-' for stdin, or --name NAME)."""
@@ -219,7 +307,7 @@ def query(store_path: Path | None, sparql: str | None, query_file: Path | None,
         for named in list_queries(queries_dir):
             click.echo(f"{named.name}\t{named.title}")
         return
-    backend = open_store(store_path)
+    backend = open_backend(backend_settings)
     if query_name:
         if sparql or query_file:
             raise click.UsageError("--name runs a named query; do not also give a query")
@@ -240,11 +328,11 @@ def query(store_path: Path | None, sparql: str | None, query_file: Path | None,
 @main.command()
 @store_option
 @_fail_on_library_errors
-def stats(store_path: Path | None) -> None:
+def stats(backend_settings: BackendSettings) -> None:
     """Count triples, entities by class, and triples per graph."""
     from .stats import store_stats
 
-    summary = store_stats(open_store(store_path))
+    summary = store_stats(open_backend(backend_settings))
     click.echo(f"triples: {summary.triples}")
     click.echo("graphs:")
     for graph, count in summary.graphs.items():
@@ -262,10 +350,10 @@ def stats(store_path: Path | None) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout.")
 @_fail_on_library_errors
-def export(store_path: Path | None, format_name: str, graph_iri: str | None,
+def export(backend_settings: BackendSettings, format_name: str, graph_iri: str | None,
            output: Path | None) -> None:
     """Export the graph deterministically (the same data gives the same bytes)."""
-    backend = open_store(store_path)
+    backend = open_backend(backend_settings)
     if graph_iri and graph_iri not in backend.graphs():
         raise click.BadParameter(f"no graph <{graph_iri}> in the store; graphs: "
                                  f"{', '.join(backend.graphs())}", param_hint="--graph")
