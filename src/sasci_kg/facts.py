@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import gc
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -537,6 +539,35 @@ def load_facts(
     Evidence excerpts are checked against ``sources_dir/<file>`` when that text exists;
     when it does not, a notice says so (``FactSet.notices``) and the build goes on.
     """
+    with paused_gc():
+        return _load_facts(data_dir, ontology_dir, sources_dir=sources_dir,
+                           check_evidence=check_evidence)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large, acyclic structure is built.
+
+    Reading facts allocates millions of long-lived objects; each generation-2 collection
+    walks all of them, which at 10^6 triples doubled the time to read and check the facts.
+    Nothing built here forms reference cycles, so no garbage is left for the collector.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load_facts(
+    data_dir: Path | str,
+    ontology_dir: Path | str,
+    *,
+    sources_dir: Path | str | None,
+    check_evidence: bool,
+) -> FactSet:
     data = Path(data_dir)
     if not data.is_dir():
         raise FactsError([Problem(str(data), 1, "no data folder here; pass --data DIR "
