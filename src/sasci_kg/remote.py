@@ -776,13 +776,14 @@ class RemoteBackend:
 
     def graphs_uncached(self) -> list[str]:
         """Our named graphs, asked of the engine now."""
-        return sorted(g for g in self._all_graphs() if g.startswith(self.graph_namespaces))
+        return self._graphs_under(self.graph_namespaces)
 
     def quads(self, graph: str | None = None) -> Iterator[ox.Quad]:
         """Every quad of our graphs (or of one), read whole per graph and size-checked."""
         names = [graph] if graph else self.graphs()
+        sizes = self.graph_sizes(names)
         for name in names:
-            yield from self._graph_quads(name)
+            yield from self._graph_quads(name, sizes[name])
 
     def __len__(self) -> int:
         total = 0
@@ -884,8 +885,18 @@ class RemoteBackend:
                 for solution in result]
 
     def _all_graphs(self) -> list[str]:
+        """Every non-empty named graph in the engine, ours or not (the engine's own too)."""
         rows = self._select("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }")
         return [g.value for g in (r.get("g") for r in rows) if isinstance(g, ox.NamedNode)]
+
+    def _graphs_under(self, prefixes: Sequence[str]) -> list[str]:
+        """The non-empty named graphs whose IRIs start with one of ``prefixes``, sorted."""
+        test = " || ".join(f"STRSTARTS(STR(?g), {_term_text('prefix', ox.Literal(p))})"
+                           for p in prefixes)
+        rows = self._select(f"SELECT DISTINCT ?g WHERE {{ GRAPH ?g {{ ?s ?p ?o }} "
+                            f"FILTER({test}) }}")
+        return sorted(g.value for g in (r.get("g") for r in rows)
+                      if isinstance(g, ox.NamedNode) and g.value.startswith(tuple(prefixes)))
 
     def graph_sizes(self, graphs: Iterable[str] | None = None) -> dict[str, int]:
         """The number of triples in each of ``graphs`` (default: ours), from the engine."""
@@ -902,7 +913,9 @@ class RemoteBackend:
                 sizes[g.value] = int(n.value)
         return sizes
 
-    def _graph_quads(self, graph: str) -> Iterator[ox.Quad]:
+    def _graph_quads(self, graph: str, expected: int | None = None) -> Iterator[ox.Quad]:
+        """One graph read whole, and refused unless it has the ``expected`` (else counted)
+        number of triples: Virtuoso cuts GSP and CONSTRUCT reads at its cap silently."""
         name = ox.NamedNode(graph)
         what = f"graph <{graph}>"
         if self.gsp_url:
@@ -920,7 +933,8 @@ class RemoteBackend:
                 "query", f"CONSTRUCT {{ ?s ?p ?o }} WHERE {{ GRAPH <{graph}> {{ ?s ?p ?o }} }}")])
             assert isinstance(result, ox.QueryTriples)
             triples = list(result)
-        expected = self.graph_sizes([graph])[graph]
+        if expected is None:
+            expected = self.graph_sizes([graph])[graph]
         if len(set(triples)) != expected:
             raise RemoteIncompleteError(
                 f"reading {what}: the engine sent {len(triples)} triples but counts "
@@ -997,13 +1011,13 @@ def _has_bnode(triple: ox.Triple) -> bool:
     return isinstance(triple.subject, ox.BlankNode) or isinstance(triple.object, ox.BlankNode)
 
 
-def _alterations(backend: RemoteBackend, store: ox.Store, graph: str, staged: str
-                 ) -> list[Alteration]:
+def _alterations(backend: RemoteBackend, store: ox.Store, graph: str, staged: str,
+                 size: int) -> list[Alteration]:
     """Triples of ``graph`` that the engine stored differently (blank nodes aside: their
     labels are the engine's own)."""
     sent = {q.triple for q in store.quads_for_pattern(None, None, None, ox.NamedNode(graph))
             if not _has_bnode(q.triple)}
-    got = {q.triple for q in backend._graph_quads(staged) if not _has_bnode(q.triple)}
+    got = {q.triple for q in backend._graph_quads(staged, size) if not _has_bnode(q.triple)}
     found = []
     extra = sorted(got - sent, key=str)
     for triple in sorted(sent - got, key=str):
@@ -1098,7 +1112,7 @@ def replace_graphs(
                     for g in graphs}
 
         # Leftovers of a load that was killed before its swap: ours by construction.
-        leftovers = [g for g in backend._all_graphs() if g.startswith(STAGING_NAMESPACE)]
+        leftovers = backend._graphs_under([STAGING_NAMESPACE])
         if leftovers:
             backend.update(" ;\n".join(f"DROP SILENT GRAPH <{g}>" for g in leftovers))
 
@@ -1122,7 +1136,8 @@ def replace_graphs(
                 if progress:
                     progress("reading the staged graphs back to compare")
                 for graph in graphs:
-                    altered += _alterations(backend, store, graph, staging[graph])
+                    altered += _alterations(backend, store, graph, staging[graph],
+                                            expected[graph])
             if altered and not accept_altered:
                 raise RemoteError(
                     f"the engine stored {len(altered)} triple(s) differently from what was "
@@ -1146,9 +1161,10 @@ def replace_graphs(
         shutil.rmtree(workdir, ignore_errors=True)
 
     # Check the result as the engine now reports it, not as planned.
-    after = backend.graphs_uncached()
+    listed = backend._graphs_under([*backend.graph_namespaces, run])
+    after = [g for g in listed if not g.startswith(run)]
+    stray = [g for g in listed if g.startswith(run)]
     sizes = backend.graph_sizes(after)
-    stray = [g for g in backend._all_graphs() if g.startswith(run)]
     wrong = [g for g in graphs if sizes.get(g) != expected[g]]
     extra = [g for g in after if g not in expected] if prune else []
     if stray or wrong or extra:
