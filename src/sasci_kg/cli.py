@@ -364,4 +364,4 @@ def export(backend_settings: BackendSettings, format_name: str, graph_iri: str |
         tmp.replace(output)
         _say(f"Wrote {len(data)} bytes to {output}")
     else:
-        click.get_binary_stream("stdout").write(data)
+        click.echo(data, nl=False)  # bytes go to the binary stdout as they are
