@@ -42,7 +42,17 @@ find_bin() {
   echo "$OX_DIR/venv/bin/oxigraph"
 }
 
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# Our pid, alive and not a zombie (an orphan may wait a while to be reaped), and still
+# oxigraph (the pid file may outlive the process, and the pid be reused).
+running() {
+  [ -f "$PIDFILE" ] || return 1
+  local pid state
+  pid=$(cat "$PIDFILE")
+  [ -r "/proc/$pid/stat" ] || return 1
+  state=$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+  [ "$state" != Z ] || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "oxigraph"
+}
 
 start() {
   mkdir -p "$OX_DIR"
@@ -84,10 +94,10 @@ stop() {
   if ! [ -f "$PIDFILE" ]; then log "not running"; return 0; fi
   local pid
   pid=$(cat "$PIDFILE")
-  if kill -0 "$pid" 2>/dev/null; then
+  if running; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then log "still there; KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+    for _ in $(seq 1 100); do running || break; sleep 0.1; done
+    if running; then log "still there; KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$PIDFILE" "$ENVFILE"
   log "stopped"

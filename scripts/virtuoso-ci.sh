@@ -56,7 +56,17 @@ install_pkg() {
   command -v virtuoso-t >/dev/null 2>&1 || die "virtuoso-opensource installed but virtuoso-t is not on PATH"
 }
 
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# Our pid, alive and not a zombie (an orphan may wait a while to be reaped), and still
+# virtuoso-t (the pid file may outlive the process, and the pid be reused).
+running() {
+  [ -f "$PIDFILE" ] || return 1
+  local pid state
+  pid=$(cat "$PIDFILE")
+  [ -r "/proc/$pid/stat" ] || return 1
+  state=$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+  [ "$state" != Z ] || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "virtuoso-t"
+}
 
 isql() {  # isql as dba; the password is on the command line only for this loopback instance
   isql-vt "127.0.0.1:$SQL_PORT" dba "$DBA_PW" "EXEC=$1" 2>&1 || true
@@ -155,11 +165,11 @@ stop() {
   pid=$(cat "$PIDFILE")
   # shellcheck disable=SC1090
   [ -f "$SECRETS" ] && . "$SECRETS"
-  if kill -0 "$pid" 2>/dev/null; then
+  if running; then
     isql "shutdown;" >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true   # checkpoint + exit
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then log "no clean exit; TERM"; kill -TERM "$pid" 2>/dev/null || true; sleep 3; fi
-    if kill -0 "$pid" 2>/dev/null; then log "still there; KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+    for _ in $(seq 1 150); do running || break; sleep 0.1; done
+    if running; then log "no clean exit; TERM"; kill -TERM "$pid" 2>/dev/null || true; sleep 3; fi
+    if running; then log "still there; KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$PIDFILE" "$ENVFILE"
   log "stopped"
