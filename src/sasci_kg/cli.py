@@ -22,13 +22,14 @@ from . import __version__
 from .backends import BACKEND_KINDS, BackendSettings, load_dataset, open_backend
 from .build import build_dataset, load_inputs, write_dataset
 from .errors import FactsError, SasciKgError
-from .export import FORMATS, get_format, serialize_quads
+from .export import FORMATS, get_format, gzip_bytes, serialize_quads
 from .facts import load_facts
 from .queries import get_query, list_queries, run_named_query
 from .remote import AUTH_KINDS
 from .results import TABLE_FORMATS, render_result
 from .store import LoadInput
 from .vocab import BASE
+from .void import data_quads
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -344,20 +345,36 @@ def stats(backend_settings: BackendSettings) -> None:
 
 @main.command()
 @store_option
-@click.option("--format", "format_name", type=click.Choice(list(FORMATS)), default="ttl",
-              show_default=True, help="RDF format to write.")
-@click.option("--graph", "graph_iri", default=None, help="Export only this named graph.")
+@click.option("--format", "format_name", type=click.Choice(list(FORMATS)), default=None,
+              help="RDF format to write [default: ttl; nq with --canonical].")
+@click.option("--graph", "graph_iri", default=None,
+              help="Export only this named graph (the dataset's description: "
+                   "https://w3id.org/sasci-kg/graph/meta).")
+@click.option("--canonical", is_flag=True,
+              help="Canonical N-Quads (RDFC-1.0): for hashing and diffing datasets.")
+@click.option("--gzip", "compress", is_flag=True,
+              help="Gzip the output (reproducibly: no time stamp, no file name).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout.")
 @_fail_on_library_errors
-def export(backend_settings: BackendSettings, format_name: str, graph_iri: str | None,
-           output: Path | None) -> None:
-    """Export the graph deterministically (the same data gives the same bytes)."""
+def export(backend_settings: BackendSettings, format_name: str | None, graph_iri: str | None,
+           canonical: bool, compress: bool, output: Path | None) -> None:
+    """Export the graph deterministically (the same data gives the same bytes).
+
+    Without --graph: every graph but the dataset's description, the same bytes as the
+    server's /download/sasci-kg.* files.
+    """
+    if canonical and format_name not in (None, "nq"):
+        raise click.UsageError("--canonical writes N-Quads; drop --format or use --format nq")
+    name = format_name or ("nq" if canonical else "ttl")
     backend = open_backend(backend_settings)
     if graph_iri and graph_iri not in backend.graphs():
         raise click.BadParameter(f"no graph <{graph_iri}> in the store; graphs: "
                                  f"{', '.join(backend.graphs())}", param_hint="--graph")
-    data = serialize_quads(backend.quads(graph_iri), get_format(format_name).name)
+    quads = backend.quads(graph_iri) if graph_iri else data_quads(backend.quads())
+    data = serialize_quads(quads, get_format(name).name, canonical=canonical)
+    if compress:
+        data = gzip_bytes(data)
     if output:
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_bytes(data)

@@ -2,14 +2,19 @@
 
 ``serialize_quads`` takes quads (from a build or a store) and a format name and gives bytes:
 the same quads always give the same bytes, in an order of our own (sorted N-Quads lines),
-never the store's internal order.
+never the store's internal order. Turtle and TriG are pretty (prefixed, grouped, a blank
+line between subjects); JSON-LD is compacted with :data:`JSONLD_CONTEXT` inline; N-Quads can
+be canonical (RDFC-1.0); :func:`gzip_bytes` compresses reproducibly.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pyoxigraph as ox
 
@@ -87,21 +92,37 @@ def sort_quads(quads: Iterable[ox.Quad]) -> list[ox.Quad]:
     )
 
 
-def serialize_quads(quads: Iterable[ox.Quad], format_name: str) -> bytes:
-    """Serialise quads deterministically; triple formats merge all graphs into one."""
+def serialize_quads(
+    quads: Iterable[ox.Quad], format_name: str, *, canonical: bool = False
+) -> bytes:
+    """Serialise quads deterministically; triple formats merge all graphs into one.
+
+    ``canonical`` (N-Quads only) gives the RDFC-1.0 canonical form: blank nodes relabelled by
+    ``Dataset.canonicalize`` and the lines in code point order.
+    """
     fmt = get_format(format_name)
+    if canonical:
+        if fmt.name != "nq":
+            raise ExportError(f"canonical output is N-Quads only, not '{format_name}'; "
+                              "use --format nq with --canonical")
+        return canonical_nquads(quads)
     ordered = sort_quads(quads)
+    if fmt.name == "jsonld":
+        return compact_jsonld(ordered)
     if fmt.quads:
         items: list[ox.Quad] | list[ox.Triple] = ordered
     else:
-        triples = sorted({q.triple for q in ordered},
-                         key=lambda t: (str(t.subject), str(t.predicate), str(t.object)))
-        items = triples
+        items = sort_triples(q.triple for q in ordered)
     prefixes = used_prefixes(ordered) if fmt.name in ("ttl", "trig", "rdfxml") else None
     data = ox.serialize(items, format=fmt.rdf_format, prefixes=prefixes)
     if fmt.name in ("ttl", "trig"):
-        data = _sort_prefix_lines(data)
+        data = _space_blocks(_sort_prefix_lines(data))
     return data
+
+
+def sort_triples(triples: Iterable[ox.Triple]) -> list[ox.Triple]:
+    """Distinct triples in our canonical order: by subject, predicate, object."""
+    return sorted(set(triples), key=lambda t: (str(t.subject), str(t.predicate), str(t.object)))
 
 
 def _sort_prefix_lines(data: bytes) -> bytes:
@@ -111,3 +132,148 @@ def _sort_prefix_lines(data: bytes) -> bytes:
     while head < len(lines) and lines[head].startswith(b"@prefix "):
         head += 1
     return b"\n".join(sorted(lines[:head]) + lines[head:])
+
+
+def _space_blocks(data: bytes) -> bytes:
+    """A blank line after the prefixes, between subjects and between graphs.
+
+    Safe line by line: pyoxigraph escapes every line break inside a literal, so a line that
+    ends with `` .`` or is ``}`` always ends a statement or a graph.
+    """
+    lines = data.split(b"\n")
+    out: list[bytes] = []
+    for index, line in enumerate(lines):
+        out.append(line)
+        following = lines[index + 1] if index + 1 < len(lines) else b""
+        if not following or following.strip() == b"}":
+            continue
+        if line.startswith(b"@prefix "):
+            if not following.startswith(b"@prefix "):
+                out.append(b"")
+        elif line.endswith(b" .") or line == b"}":
+            out.append(b"")
+    return b"\n".join(out)
+
+
+def canonical_nquads(quads: Iterable[ox.Quad]) -> bytes:
+    """RDFC-1.0 canonical N-Quads: canonical blank node labels, lines in code point order."""
+    dataset = ox.Dataset(quads)
+    dataset.canonicalize(ox.CanonicalizationAlgorithm.RDFC_1_0)
+    text = ox.serialize(dataset, format=ox.RdfFormat.N_QUADS).decode("utf-8")
+    lines = sorted(set(text.splitlines()))
+    return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """Gzip ``data`` reproducibly: mtime 0 and no file name in the header, so the same input
+    gives the same bytes (with the same zlib)."""
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+# ---------------------------------------------------------------------------------------
+# JSON-LD, compacted with one stable context.
+
+# The context of every JSON-LD document we write, and of /context.jsonld: the prefix table.
+# It is the same whatever the data, so the compacted keys of two exports always agree and an
+# offline parser needs nothing but the document.
+JSONLD_CONTEXT: dict[str, Any] = {"@context": dict(sorted(PREFIXES.items()))}
+
+_RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
+_XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
+_RDF_LANG_STRING = "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString"
+
+
+class _Compactor:
+    """Compact IRIs with the longest namespace of the context that starts them."""
+
+    def __init__(self, prefixes: dict[str, str]):
+        self.namespaces = sorted(prefixes.items(), key=lambda item: (-len(item[1]), item[0]))
+        self.names = set(prefixes)
+        self.cache: dict[str, str] = {}
+
+    def iri(self, value: str) -> str:
+        found = self.cache.get(value)
+        if found is None:
+            found = value
+            for name, namespace in self.namespaces:
+                local = value[len(namespace):]
+                # JSON-LD 1.1 §4.1.3: a suffix starting with // is never a compact IRI.
+                if value.startswith(namespace) and local and not local.startswith("//"):
+                    found = f"{name}:{local}"
+                    break
+            if found == value and value.split(":", 1)[0] in self.names:
+                # An absolute IRI whose scheme is one of our prefix names would be read as
+                # a compact IRI; JSON-LD has no escape for that.
+                raise ExportError(f"<{value}> cannot be written in JSON-LD with this context: "
+                                  "its scheme is one of the context's prefix names")
+            self.cache[value] = found
+        return found
+
+    def value(self, term: object) -> Any:
+        if isinstance(term, ox.NamedNode):
+            return {"@id": self.iri(term.value)}
+        if isinstance(term, ox.BlankNode):
+            return {"@id": f"_:{term.value}"}
+        if isinstance(term, ox.Literal):
+            if term.language:
+                return {"@value": term.value, "@language": term.language}
+            datatype = term.datatype.value
+            if datatype == _XSD_STRING:
+                return term.value
+            return {"@value": term.value, "@type": self.iri(datatype)}
+        raise ExportError(f"{term} cannot be written as JSON-LD 1.1 (RDF 1.1 terms only)")
+
+    def node_id(self, term: object) -> str:
+        if isinstance(term, ox.NamedNode):
+            return self.iri(term.value)
+        if isinstance(term, ox.BlankNode):
+            return f"_:{term.value}"
+        raise ExportError(f"{term} cannot be a JSON-LD node")
+
+
+def _nodes(triples: list[ox.Triple], compactor: _Compactor) -> list[dict[str, Any]]:
+    """Node objects for ``triples`` (sorted by subject, predicate, object)."""
+    nodes: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    subject: object = None
+    for triple in triples:
+        if current is None or triple.subject != subject:
+            subject = triple.subject
+            current = {"@id": compactor.node_id(subject)}
+            nodes.append(current)
+        predicate = triple.predicate.value
+        if predicate == _RDF_TYPE and isinstance(triple.object, ox.NamedNode):
+            key, value = "@type", compactor.iri(triple.object.value)
+        else:
+            key, value = compactor.iri(predicate), compactor.value(triple.object)
+        current.setdefault(key, []).append(value)
+    out = []
+    for node in nodes:
+        keys = sorted(k for k in node if k not in ("@id", "@type"))
+        compacted: dict[str, Any] = {"@id": node["@id"]}
+        for key in (["@type"] if "@type" in node else []) + keys:
+            values = node[key]
+            compacted[key] = values[0] if len(values) == 1 else values
+        out.append(compacted)
+    return out
+
+
+def compact_jsonld(quads: Iterable[ox.Quad]) -> bytes:
+    """Compacted JSON-LD with :data:`JSONLD_CONTEXT` inline: one node object per subject,
+    prefixed names for IRIs, each named graph as a graph object; sorted, pretty, stable."""
+    compactor = _Compactor(JSONLD_CONTEXT["@context"])
+    by_graph: dict[str, list[ox.Triple]] = {}
+    graph_terms: dict[str, object] = {}
+    for quad in quads:
+        name = "" if isinstance(quad.graph_name, ox.DefaultGraph) else str(quad.graph_name)
+        by_graph.setdefault(name, []).append(quad.triple)
+        graph_terms[name] = quad.graph_name
+    top: list[dict[str, Any]] = []
+    for name in sorted(by_graph):
+        nodes = _nodes(sort_triples(by_graph[name]), compactor)
+        if name == "":
+            top.extend(nodes)
+        else:
+            top.append({"@id": compactor.node_id(graph_terms[name]), "@graph": nodes})
+    document = {**JSONLD_CONTEXT, "@graph": top}
+    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
