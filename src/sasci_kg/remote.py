@@ -651,7 +651,8 @@ def _triples(body: bytes, media_type: str, what: str) -> list[ox.Triple]:
         raise RemoteProtocolError(f"{what}: the engine answered '{media_type or 'no type'}', "
                                   "not N-Triples or Turtle")
     try:
-        return list(ox.parse(body, format=fmt))
+        return [item.triple if isinstance(item, ox.Quad) else item
+                for item in ox.parse(body, format=fmt)]
     except (SyntaxError, ValueError) as exc:
         raise _broken(body, what, f"not valid {fmt.name} ({exc})") from None
 
