@@ -485,3 +485,166 @@ def test_load_needs_write_access(engine: Engine) -> None:
     settings = BackendSettings.from_options(query_url=engine.settings.query_url)
     with pytest.raises(StoreError, match="update URL"):
         load_dataset(settings, load_inputs(built_dataset()))
+
+
+# ---------------------------------------------------------------------------------------
+# `serve` in front of a remote engine: a representative subset of the endpoint's protocol
+# checks, run against the production server (conftest's run_live_server) once with the
+# embedded store and once per engine. The remote runs need the endpoint's backend settings
+# (ServerConfig.query_url & co., see the module docstring of sasci_kg.backends); until the
+# endpoint has them, those runs skip and say so.
+
+SERVERS = ("embedded", *ENGINES)
+
+
+def _endpoint_has_remote_hook() -> bool:
+    from dataclasses import fields
+
+    from sasci_kg.web.config import ServerConfig
+
+    return {"backend", "query_url"} <= {f.name for f in fields(ServerConfig)}
+
+
+def _server_options(engine: Engine) -> dict[str, object]:
+    """Read-only serving: the query URL only — no update URL, no write credentials."""
+    options: dict[str, object] = {"backend": "remote", "query_url": engine.settings.query_url}
+    if engine.settings.row_cap:
+        options["remote_row_cap"] = engine.settings.row_cap
+    return options
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[str, str]]:
+    """(name, base URL) of a live server on the real dataset, embedded or remote."""
+    conftest = pytest.importorskip("conftest")
+    store = load_real_store(tmp_path_factory.mktemp("served") / "store")
+    options: dict[str, object] = {}
+    name = request.param
+    if name != "embedded":
+        if not _endpoint_has_remote_hook():
+            pytest.skip("the endpoint cannot front a remote engine yet: ServerConfig has no "
+                        "backend/query_url settings (the hook asked of the web layer)")
+        options = _server_options(request.getfixturevalue("engine_" + name))
+    with conftest.run_live_server(store, tmp_path_factory.mktemp("live-" + name),
+                                  **options) as server:
+        yield name, server.url
+
+
+@pytest.fixture(scope="module")
+def engine_virtuoso() -> Engine:
+    return _engine_named("virtuoso")
+
+
+@pytest.fixture(scope="module")
+def engine_oxigraph() -> Engine:
+    return _engine_named("oxigraph")
+
+
+def _engine_named(name: str) -> Engine:
+    path = env_file(name)
+    if not path.exists():
+        unavailable(name, f"no settings at {path}")
+    env = read_env(path)
+    settings = BackendSettings.from_env(env)
+    summary = load_dataset(settings, load_inputs(built_dataset()), accept_engine_changes=True)
+    return Engine(name, env, settings, open_remote(settings), summary)
+
+
+def _bindings(response: object) -> list[tuple[tuple[str, str], ...]]:
+    import json as _json
+
+    data = _json.loads(response.content)  # type: ignore[attr-defined]
+    return sorted(tuple(sorted((k, v["value"]) for k, v in row.items()))
+                  for row in data["results"]["bindings"])
+
+
+def test_served_queries_answer_as_embedded(served: tuple[str, str],
+                                           embedded: OxigraphBackend) -> None:
+    import requests
+
+    name, url = served
+    funders = get_query("funders", QUERIES).sparql
+    got = requests.get(url + "/sparql", params={"query": funders},
+                       headers={"Accept": "application/sparql-results+json"}, timeout=30)
+    assert got.status_code == 200, got.text
+    expected = run_named_query(embedded, get_query("funders", QUERIES))
+    assert isinstance(expected, ox.QuerySolutions)
+    names = [v.value for v in expected.variables]
+    assert _bindings(got) == sorted(tuple(sorted((n, row[n].value) for n in names  # type: ignore[union-attr]
+                                                 if row[n] is not None)) for row in expected)
+    # POST, form-encoded and direct, with a protocol dataset.
+    count = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
+    vocab_size = str(sum(1 for _ in embedded.quads(VOCAB_GRAPH)))
+    for response in (
+        requests.post(url + "/sparql", data={"query": count, "default-graph-uri": VOCAB_GRAPH},
+                      headers={"Accept": "application/sparql-results+json"}, timeout=30),
+        requests.post(url + "/sparql?default-graph-uri=" + VOCAB_GRAPH, data=count.encode(),
+                      headers={"Content-Type": "application/sparql-query",
+                               "Accept": "application/sparql-results+json"}, timeout=30),
+    ):
+        assert response.status_code == 200, response.text
+        assert _bindings(response) == [(("n", vocab_size),)]
+    ask = requests.get(url + "/sparql", params={"query": 'ASK { ?p schema:name "Juliette '
+                                                         'Malley" }'},
+                       headers={"Accept": "application/sparql-results+json"}, timeout=30)
+    assert ask.status_code == 200 and ask.json()["boolean"] is True
+
+
+def test_served_construct_negotiates_rdf(served: tuple[str, str],
+                                         embedded: OxigraphBackend) -> None:
+    import requests
+
+    _, url = served
+    construct = "CONSTRUCT { ?p schema:name ?n } WHERE { ?p a schema:Person ; schema:name ?n }"
+    response = requests.get(url + "/sparql", params={"query": construct},
+                            headers={"Accept": "text/turtle"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/turtle")
+    got = {quad.triple for quad in ox.parse(response.content, format=ox.RdfFormat.TURTLE)}
+    assert got == set(embedded.query(construct))  # type: ignore[arg-type]
+
+
+def test_served_errors_keep_the_problem_shape(served: tuple[str, str]) -> None:
+    import requests
+
+    _, url = served
+    bad = requests.get(url + "/sparql", params={"query": "SELECT * WHERE { ?s ?p }"},
+                       timeout=30)
+    assert bad.status_code == 400
+    assert bad.headers["Content-Type"].startswith("application/problem+json")
+    service = requests.get(url + "/sparql", params={
+        "query": "SELECT * WHERE { SERVICE <http://127.0.0.1:9/sparql> { ?s ?p ?o } }"},
+        timeout=30)
+    assert 400 <= service.status_code < 500  # refused here, never forwarded to the engine
+    update = requests.post(url + "/update", data={"update": "DROP ALL"}, timeout=30)
+    assert update.status_code in (401, 403, 404, 405)
+
+
+def test_served_remote_failures_are_502_and_504(tmp_path: Path) -> None:
+    """A server whose engine refuses connections answers 502; a silent engine, 504."""
+    import socket
+
+    import requests
+
+    conftest = pytest.importorskip("conftest")
+    if not _endpoint_has_remote_hook():
+        pytest.skip("the endpoint cannot front a remote engine yet: ServerConfig has no "
+                    "backend/query_url settings (the hook asked of the web layer)")
+    store = load_real_store(tmp_path / "store")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        for port, status in ((dead, 502), (silent.getsockname()[1], 504)):
+            options = {"backend": "remote", "query_url": f"http://127.0.0.1:{port}/sparql",
+                       "remote_timeout": 1.0}
+            with conftest.run_live_server(store, tmp_path, **options) as server:
+                started = time.monotonic()
+                response = requests.get(server.url + "/sparql", params={
+                    "query": "SELECT * WHERE { ?s ?p ?o } LIMIT 1"}, timeout=30)
+                assert response.status_code == status, response.text
+                assert response.headers["Content-Type"].startswith("application/problem+json")
+                assert time.monotonic() - started < 10
