@@ -1059,10 +1059,16 @@ def _graph_chunks(store: ox.Store, graph: str, chunk: int) -> Iterator[bytes]:
     for quad in store.quads_for_pattern(None, None, None, name):
         batch.append(quad.triple)
         if size is not None and len(batch) >= size:
-            yield ox.serialize(batch, format=ox.RdfFormat.N_TRIPLES)
+            yield _ntriples(batch)
             batch = []
     if batch or size is None:
-        yield ox.serialize(batch, format=ox.RdfFormat.N_TRIPLES)
+        yield _ntriples(batch)
+
+
+def _ntriples(triples: list[ox.Triple]) -> bytes:
+    data = ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES)
+    assert data is not None  # None only when writing to a file
+    return data
 
 
 def replace_graphs(
