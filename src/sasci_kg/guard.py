@@ -1,0 +1,463 @@
+"""Policy checks on SPARQL text, done before anything is parsed: size, nesting, form, SERVICE/LOAD.
+
+Takes the raw query or update string and gives a :class:`Checked` summary (form, dataset clause,
+remote IRIs), or raises a :class:`~sasci_kg.errors.QueryRefusedError`. A small tokenizer that
+follows the SPARQL 1.1 terminals (strings incl. long strings, IRIs, comments, prefixed names) does
+the work, so a keyword inside an IRI, a string or a comment never counts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urljoin, urlsplit
+
+from .errors import QueryError, QueryRefusedError
+
+QUERY_FORMS = frozenset({"SELECT", "CONSTRUCT", "DESCRIBE", "ASK"})
+UPDATE_FORMS = frozenset(
+    {"INSERT", "DELETE", "LOAD", "CLEAR", "CREATE", "DROP", "COPY", "MOVE", "ADD", "WITH"}
+)
+
+# ---------------------------------------------------------------------------------------
+# Errors (subclasses of the library tree in errors.py).
+
+
+class QuerySyntaxError(QueryError):
+    """A query or update that is not valid SPARQL; carries the 1-based line and column."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None):
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+class QueryTooLargeError(QueryRefusedError):
+    """A query or update longer than the configured byte limit."""
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(
+            f"the query is {size} bytes long; this endpoint accepts at most {limit} bytes. "
+            "Shorten it (for example, move long VALUES lists into the data)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class QueryTooDeepError(QueryRefusedError):
+    """A query nested deeper than the configured bracket depth (it could crash the parser)."""
+
+    def __init__(self, depth: int, limit: int, line: int, column: int):
+        super().__init__(
+            f"brackets, braces or parentheses are nested more than {limit} deep "
+            f"(at line {line}, column {column}); flatten the query"
+        )
+        self.depth = depth
+        self.limit = limit
+        self.line = line
+        self.column = column
+
+
+class RemoteAccessRefusedError(QueryRefusedError):
+    """A SERVICE call or LOAD that would make the server fetch a URL the policy does not allow."""
+
+    def __init__(self, keyword: str, iri: str | None, reason: str):
+        target = f" <{iri}>" if iri else ""
+        super().__init__(f"{keyword}{target} refused: {reason}")
+        self.keyword = keyword
+        self.iri = iri
+        self.reason = reason
+
+
+class WrongOperationError(QueryRefusedError):
+    """An update sent where a query is expected, or a query where an update is expected."""
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenizer. Terminals from SPARQL 1.1 Query §19.8 (plus the 1.2 triple-term brackets).
+# pyoxigraph 0.5.13 does not apply \u escapes to the whole text before parsing (only inside
+# IRIs, strings and local names), so neither do we: `\u0053ERVICE` is a syntax error in both.
+
+_PN_CHARS_BASE = (
+    "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02ff\u0370-\u037d\u037f-\u1fff\u200c-\u200d"
+    "\u2070-\u218f\u2c00-\u2fef\u3001-\ud7ff\uf900-\ufdcf\ufdf0-\ufffd\U00010000-\U000effff"
+)
+_PN_CHARS_U = _PN_CHARS_BASE + "_"
+_PN_CHARS = _PN_CHARS_U + r"\-0-9\u00b7\u0300-\u036f\u203f-\u2040"
+_PN_PREFIX = f"[{_PN_CHARS_BASE}](?:[{_PN_CHARS}.]*[{_PN_CHARS}])?"
+_PLX = r"%[0-9A-Fa-f]{2}|\\[_~.\-!$&'()*+,;=/?#@%]"
+_PN_LOCAL = (
+    f"(?:[{_PN_CHARS_U}:0-9]|{_PLX})"
+    f"(?:(?:[{_PN_CHARS}.:]|{_PLX})*(?:[{_PN_CHARS}:]|{_PLX}))?"
+)
+_VARNAME = f"[{_PN_CHARS_U}0-9][{_PN_CHARS_U}0-9\u00b7\u0300-\u036f\u203f-\u2040]*"
+_UCHAR = r"\\u[0-9A-Fa-f]{4}|\\U[0-9A-Fa-f]{8}"
+_EXP = r"[eE][+-]?[0-9]+"
+
+_TOKEN = re.compile(
+    "|".join(
+        [
+            r"(?P<ws>[ \t\r\n]+)",
+            r"(?P<comment>\#[^\r\n]*)",
+            rf"(?P<iri><(?:[^<>\"{{}}|^`\\\x00-\x20]|{_UCHAR})*>)",
+            r"(?P<string>'''(?:(?:'|'')?(?:[^'\\]|\\.))*'''"
+            r'|"""(?:(?:"|"")?(?:[^"\\]|\\.))*"""'
+            r"|'(?:[^'\\\n\r]|\\.)*'"
+            r'|"(?:[^"\\\n\r]|\\.)*")',
+            rf"(?P<var>[?$]{_VARNAME})",
+            rf"(?P<bnode>_:[{_PN_CHARS_U}0-9](?:[{_PN_CHARS}.]*[{_PN_CHARS}])?)",
+            rf"(?P<pname>(?:{_PN_PREFIX})?:(?:{_PN_LOCAL})?)",
+            r"(?P<langtag>@[a-zA-Z]+(?:-[a-zA-Z0-9]+)*(?:--[a-zA-Z]+)?)",
+            rf"(?P<number>[0-9]*\.[0-9]+(?:{_EXP})?|[0-9]+\.[0-9]*{_EXP}|[0-9]+(?:{_EXP})?)",
+            r"(?P<word>[A-Za-z][A-Za-z0-9_]*)",
+            r"(?P<punct>\^\^|<<\(|\)>>|<<|>>|\{\||\|\}|&&|\|\||!=|<=|>="
+            r"|[{}()\[\];,.=<>!+\-*/^|?~])",
+        ]
+    ),
+    re.DOTALL,
+)
+
+_OPENERS = frozenset({"{", "(", "[", "<<", "<<(", "{|"})
+_CLOSERS = frozenset({"}", ")", "]", ">>", ")>>", "|}"})
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One significant token: its kind (a group name of the tokenizer), text and offset."""
+
+    kind: str
+    text: str
+    offset: int
+
+    @property
+    def keyword(self) -> str | None:
+        """The upper-cased word if this token is a bare word (a keyword or function name)."""
+        return self.text.upper() if self.kind == "word" else None
+
+
+class _Lines:
+    """Offset → 1-based (line, column), computed only when an error needs it."""
+
+    def __init__(self, text: str):
+        self._starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
+
+    def position(self, offset: int) -> tuple[int, int]:
+        index = bisect.bisect_right(self._starts, offset) - 1
+        return index + 1, offset - self._starts[index] + 1
+
+
+def tokenize(text: str) -> Iterator[Token]:
+    """Yield the significant tokens of ``text`` (no whitespace, no comments).
+
+    Raises :class:`QuerySyntaxError` at the first character no SPARQL terminal can start with
+    (an unterminated string, a stray backslash, a non-breaking space, …).
+    """
+    pos, end = 0, len(text)
+    match = _TOKEN.match
+    while pos < end:
+        m = match(text, pos)
+        if m is None:
+            line, column = _Lines(text).position(pos)
+            char = text[pos]
+            what = "an unterminated string" if char in "'\"" else f"unexpected character {char!r}"
+            raise QuerySyntaxError(
+                f"syntax error at line {line}, column {column}: {what}", line=line, column=column
+            )
+        kind = m.lastgroup
+        assert kind is not None
+        if kind != "ws" and kind != "comment":
+            yield Token(kind, m.group(), pos)
+        pos = m.end()
+
+
+# ---------------------------------------------------------------------------------------
+# The checks.
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The limits a query or update must respect.
+
+    ``service_allow`` holds IRI prefixes that SERVICE and LOAD may reach (empty: none);
+    ``resolve`` maps a host name to its addresses (a seam for tests; default: DNS).
+    """
+
+    max_bytes: int = 100 * 1024
+    max_depth: int = 64
+    service_allow: tuple[str, ...] = ()
+    default_prefixes: Mapping[str, str] | None = None
+    resolve: Callable[[str, int], Sequence[str]] | None = None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checks learned: the operation's form and what it reaches out to."""
+
+    form: str  # SELECT, CONSTRUCT, DESCRIBE, ASK, or UPDATE
+    has_dataset_clause: bool  # the query names FROM / FROM NAMED graphs itself
+    remote_iris: tuple[str, ...] = ()  # allowed SERVICE / LOAD targets
+
+    @property
+    def is_update(self) -> bool:
+        return self.form == "UPDATE"
+
+    @property
+    def returns_graph(self) -> bool:
+        """CONSTRUCT and DESCRIBE give RDF; SELECT and ASK give a results table or boolean."""
+        return self.form in ("CONSTRUCT", "DESCRIBE")
+
+
+def check_query(text: str, policy: Policy) -> Checked:
+    """Check a query for the query endpoint; an update is refused."""
+    checked = _check(text, policy)
+    if checked.is_update:
+        raise WrongOperationError(
+            "this is a SPARQL Update, and this endpoint only answers queries; "
+            "send updates to /update (with its token, if updates are enabled)"
+        )
+    return checked
+
+
+def check_update(text: str, policy: Policy) -> Checked:
+    """Check an update for the update endpoint; a query is refused."""
+    checked = _check(text, policy)
+    if not checked.is_update:
+        raise WrongOperationError(
+            f"this is a {checked.form} query, and this endpoint only runs updates; "
+            "send queries to /sparql"
+        )
+    return checked
+
+
+def _check(text: str, policy: Policy) -> Checked:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > policy.max_bytes:
+        raise QueryTooLargeError(size, policy.max_bytes)
+    tokens = list(tokenize(text))
+    _check_depth(text, tokens, policy.max_depth)
+    if not tokens:
+        raise QuerySyntaxError("the query is empty", line=1, column=1)
+
+    prefixes: dict[str, str] = dict(policy.default_prefixes or {})
+    base: str | None = None
+    form: str | None = None
+    has_dataset = False
+    remote: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        keyword = token.keyword
+        if keyword == "PREFIX" and i + 2 < len(tokens) and tokens[i + 2].kind == "iri":
+            name = tokens[i + 1].text
+            if name.endswith(":"):
+                prefixes[name[:-1]] = _resolve(_iri_value(tokens[i + 2].text), base)
+            i += 3
+            continue
+        if keyword == "BASE" and i + 1 < len(tokens) and tokens[i + 1].kind == "iri":
+            base = _resolve(_iri_value(tokens[i + 1].text), base)
+            i += 2
+            continue
+        if form is None and keyword is not None and keyword != "VERSION":
+            if keyword in QUERY_FORMS:
+                form = keyword
+            elif keyword in UPDATE_FORMS:
+                form = "UPDATE"
+            else:
+                line, column = _Lines(text).position(token.offset)
+                raise QuerySyntaxError(
+                    f"syntax error at line {line}, column {column}: expected SELECT, "
+                    f"CONSTRUCT, DESCRIBE or ASK (or an update), found {token.text!r}",
+                    line=line,
+                    column=column,
+                )
+        if keyword == "FROM":
+            has_dataset = True
+        elif keyword in ("SERVICE", "LOAD"):
+            iri = _target(keyword, tokens, i + 1, prefixes, base)
+            check_remote_iri(keyword, iri, policy)
+            remote.append(iri)
+        i += 1
+    if form is None:
+        line, column = _Lines(text).position(tokens[-1].offset)
+        raise QuerySyntaxError(
+            f"syntax error at line {line}, column {column}: the text ends before "
+            "SELECT, CONSTRUCT, DESCRIBE or ASK",
+            line=line,
+            column=column,
+        )
+    return Checked(form=form, has_dataset_clause=has_dataset, remote_iris=tuple(remote))
+
+
+def _check_depth(text: str, tokens: Sequence[Token], limit: int) -> None:
+    depth = 0
+    for token in tokens:
+        if token.kind != "punct":
+            continue
+        if token.text in _OPENERS:
+            depth += 1
+            if depth > limit:
+                line, column = _Lines(text).position(token.offset)
+                raise QueryTooDeepError(depth, limit, line, column)
+        elif token.text in _CLOSERS:
+            depth -= 1
+
+
+def _target(
+    keyword: str, tokens: Sequence[Token], i: int, prefixes: Mapping[str, str], base: str | None
+) -> str:
+    """The IRI a SERVICE or LOAD names, or a refusal if it cannot be known before running."""
+    if i < len(tokens) and tokens[i].keyword == "SILENT":
+        i += 1
+    if i >= len(tokens):
+        raise RemoteAccessRefusedError(keyword, None, "no target IRI follows")
+    token = tokens[i]
+    if token.kind == "var":
+        raise RemoteAccessRefusedError(
+            keyword, None, f"the target is the variable {token.text}, which cannot be checked "
+            "before the query runs; name the endpoint IRI"
+        )
+    if token.kind == "iri":
+        return _resolve(_iri_value(token.text), base)
+    if token.kind == "pname":
+        prefix, _, local = token.text.partition(":")
+        if prefix in prefixes:
+            return prefixes[prefix] + _unescape_local(local)
+        raise RemoteAccessRefusedError(keyword, None, f"unknown prefix {prefix!r}")
+    raise RemoteAccessRefusedError(keyword, None, f"expected an IRI, found {token.text!r}")
+
+
+def _iri_value(iriref: str) -> str:
+    body = iriref[1:-1]
+    if "\\" in body:
+        body = re.sub(
+            r"\\u([0-9A-Fa-f]{4})|\\U([0-9A-Fa-f]{8})",
+            lambda m: chr(int(m.group(1) or m.group(2), 16)),
+            body,
+        )
+    return body
+
+
+def _unescape_local(local: str) -> str:
+    return re.sub(r"\\(.)", r"\1", local)
+
+
+def _resolve(iri: str, base: str | None) -> str:
+    return urljoin(base, iri) if base and not urlsplit(iri).scheme else iri
+
+
+# ---------------------------------------------------------------------------------------
+# Remote IRIs (SERVICE, LOAD): refused unless allowed, and never to internal addresses.
+
+# Cloud metadata services, including the few that sit on globally routable addresses.
+_METADATA = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254", "169.254.170.2", "169.254.169.123", "100.100.100.200",
+        "192.0.0.192", "168.63.129.16", "fd00:ec2::254", "fd00:ec2::23",
+    )
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def is_forbidden_address(address: str) -> bool:
+    """True for loopback, private, link-local, multicast, unspecified, reserved, metadata.
+
+    IPv6 forms that carry an IPv4 address (mapped, 6to4, Teredo, NAT64) are judged by it.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded: list[ipaddress.IPv4Address] = []
+        if ip.ipv4_mapped:
+            embedded.append(ip.ipv4_mapped)
+        if ip.sixtofour:
+            embedded.append(ip.sixtofour)
+        if ip.teredo:
+            embedded.extend(ip.teredo)
+        if ip in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(is_forbidden_address(str(v4)) for v4 in embedded):
+            return True
+    return (
+        ip in _METADATA
+        or ip.is_loopback
+        or ip.is_private
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_unspecified
+        or ip.is_reserved
+        or not ip.is_global
+    )
+
+
+def _default_resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    return [str(info[4][0]) for info in infos]
+
+
+def check_remote_iri(keyword: str, iri: str, policy: Policy) -> None:
+    """Refuse a SERVICE or LOAD target unless it is allowed and resolves to public addresses.
+
+    Residual risk (DNS rebinding): pyoxigraph resolves the host again when it connects, so a
+    host whose DNS answer changes between this check and that connection can still reach an
+    internal address. The allow-list is the real control: list only hosts you trust to keep
+    their DNS honest. The service description says so too.
+    """
+    if not policy.service_allow:
+        raise RemoteAccessRefusedError(
+            keyword, iri, "this endpoint does not call other services or fetch URLs "
+            "(an operator can allow IRI prefixes with SASCI_KG_SERVICE_ALLOW)"
+        )
+    parts = urlsplit(iri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RemoteAccessRefusedError(keyword, iri, "only http and https IRIs can be allowed")
+    if "@" in parts.netloc:
+        raise RemoteAccessRefusedError(keyword, iri, "IRIs with user information are refused")
+    if not any(_matches_allowed(iri, parts, allowed) for allowed in policy.service_allow):
+        raise RemoteAccessRefusedError(keyword, iri, "the IRI is not on this endpoint's allow-list")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    resolve = policy.resolve or _default_resolve
+    try:
+        addresses = resolve(parts.hostname, port)
+    except (OSError, UnicodeError) as exc:
+        raise RemoteAccessRefusedError(keyword, iri, f"its host does not resolve ({exc})") from exc
+    if not addresses:
+        raise RemoteAccessRefusedError(keyword, iri, "its host does not resolve")
+    bad = [a for a in addresses if is_forbidden_address(a)]
+    if bad:
+        raise RemoteAccessRefusedError(
+            keyword, iri, f"its host resolves to an internal address ({bad[0]})"
+        )
+
+
+def _matches_allowed(iri: str, parts: SplitResult, allowed: str) -> bool:
+    """A prefix match that cannot be fooled by `http://good.example@evil/` or `…example.evil`."""
+    if not iri.startswith(allowed):
+        return False
+    allowed_parts = urlsplit(allowed)
+    return (
+        parts.scheme == allowed_parts.scheme
+        and parts.hostname == allowed_parts.hostname
+        and parts.port == allowed_parts.port
+    )
+
+
+def validate_allow_entry(entry: str) -> str:
+    """Check one allow-list entry (an absolute http(s) IRI prefix with a host); return it."""
+    parts = urlsplit(entry)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise ValueError(
+            f"{entry!r} is not an absolute http(s) IRI prefix with a host "
+            "(for example https://query.wikidata.org/sparql)"
+        )
+    if parts.path in ("",):
+        # Without a path, `https://example.org` would also match `https://example.org.evil/`;
+        # the host comparison stops that, but a slash makes the intent plain.
+        return entry + "/"
+    return entry
