@@ -79,7 +79,8 @@ def test_partitions_and_subsets_equal_sparql_counts(store: OxigraphBackend) -> N
         assert n == number(store, f"SELECT (COUNT(DISTINCT ?s) AS ?n) WHERE {{ GRAPH ?g "
                                   f"{{ ?s a <{cls}> }} {NOT_META} }}"), cls
     rows = store.query(f"SELECT ?p ?n WHERE {{ GRAPH <{meta}> {{ <{DATASET.value}> "
-                       f"void:propertyPartition ?part . ?part void:property ?p ; void:triples ?n }} }}")
+                       "void:propertyPartition ?part . ?part void:property ?p ; "
+                       "void:triples ?n } }")
     assert isinstance(rows, ox.QuerySolutions)
     properties = {r["p"].value: int(r["n"].value) for r in rows}  # type: ignore[union-attr]
     assert len(properties) == stated(store, DATASET.value, "properties")
