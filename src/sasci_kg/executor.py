@@ -1,0 +1,858 @@
+"""Run SPARQL in a small pool of long-lived worker processes that can be killed.
+
+pyoxigraph cannot cancel a query, and a crafted query can crash or hang its parser, so every
+parse, evaluation and serialisation happens in a worker; the caller gets the finished bytes and
+their metadata through a pipe, or an exception. A worker past its time limit is SIGKILLed and
+replaced. Workers open the store read-only and reopen it when a load swaps in a new one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+import resource
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, Union
+
+import pyoxigraph as ox
+
+from .errors import NotFoundError, QueryError, SasciKgError, StoreError, StoreLockedError
+from .guard import QuerySyntaxError
+from .store import _clean_leftovers, _swap_in, _WriteLock, store_generation
+
+log = logging.getLogger(__name__)
+
+JSON_RESULTS = "application/sparql-results+json"
+XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
+
+# ---------------------------------------------------------------------------------------
+# Errors (subclasses of the library tree in errors.py).
+
+
+class QueryTimeoutError(QueryError):
+    """A query that did not finish within its time limit; its worker was killed."""
+
+    def __init__(self, limit: float):
+        super().__init__(
+            f"the query did not finish within {limit:g} s and was stopped; make it more "
+            "selective (a LIMIT, fewer OPTIONALs or unbounded paths) or ask for a longer "
+            "`timeout` (up to this endpoint's maximum)"
+        )
+        self.limit = limit
+
+
+class ResultTooLargeError(QueryError):
+    """A result over the row or byte cap; nothing of it is sent."""
+
+    def __init__(self, cap: str, limit: int):
+        unit = "rows" if cap == "max-rows" else "bytes"
+        super().__init__(
+            f"the result has more than {limit} {unit} ({cap}); add a LIMIT, page with "
+            "LIMIT/OFFSET, or select fewer variables"
+        )
+        self.cap = cap
+        self.limit = limit
+
+
+class ExecutorBusyError(SasciKgError):
+    """Every worker is busy and the wait queue is full (or the wait ran out)."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(
+            f"all query workers are busy; try again in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
+class WorkerCrashedError(SasciKgError):
+    """The worker process died while running a job (``phase``: parse or run)."""
+
+    def __init__(self, phase: str, exitcode: int | None):
+        if phase == "parse":
+            message = (
+                "the query crashed the SPARQL parser (it is too complex: very long chains of "
+                "operators, paths or OPTIONALs); simplify it"
+            )
+        else:
+            message = "the query worker stopped unexpectedly (out of memory?); the error is logged"
+        super().__init__(message)
+        self.phase = phase
+        self.exitcode = exitcode
+
+
+class StoreUnavailableError(StoreError):
+    """The store directory is missing or cannot be opened right now."""
+
+
+class InvalidRdfError(SasciKgError):
+    """An RDF document sent to be written that does not parse."""
+
+
+# ---------------------------------------------------------------------------------------
+# Jobs and outcomes. Formats travel as media types: pyoxigraph's format objects do not pickle.
+
+
+@dataclass(frozen=True)
+class QueryJob:
+    """Run a query and serialise its result.
+
+    ``default_graph``/``named_graphs`` are the protocol's dataset (None: not given); ``union``
+    makes the default graph the union of all graphs when no dataset is given at all.
+    """
+
+    sparql: str
+    media_type: str
+    prefixes: Mapping[str, str] = field(default_factory=dict)
+    default_graph: tuple[str, ...] | None = None
+    named_graphs: tuple[str, ...] | None = None
+    union: bool = True
+    base_iri: str | None = None
+    max_rows: int = 100_000
+    max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DumpJob:
+    """Serialise one graph (``graph`` IRI), the union default graph (``graph=None``,
+    ``dataset=False``) or the whole dataset (``dataset=True``)."""
+
+    media_type: str
+    graph: str | None = None
+    dataset: bool = False
+    prefixes: Mapping[str, str] = field(default_factory=dict)
+    max_rows: int = 1_000_000
+    max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InfoJob:
+    """Report the named graphs and the number of quads."""
+
+
+@dataclass(frozen=True)
+class UpdateJob:
+    """Apply a SPARQL Update (on a staging copy, then swapped in)."""
+
+    sparql: str
+    prefixes: Mapping[str, str] = field(default_factory=dict)
+    base_iri: str | None = None
+
+
+@dataclass(frozen=True)
+class GraphWriteJob:
+    """A Graph Store Protocol write: ``put`` (replace), ``post`` (add) or ``delete`` a graph."""
+
+    action: str
+    graph: str
+    data: bytes = b""
+    media_type: str = ""
+
+
+Job = Union[QueryJob, DumpJob, InfoJob, UpdateJob, GraphWriteJob]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished job: the serialised body and what the worker measured."""
+
+    body: bytes
+    rows: int = 0
+    seconds: float = 0.0
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# RDF serialisation (also used by the web layer for small documents it builds itself).
+
+_PREFIX_LINE = re.compile(rb"@prefix ([^:\s]*): <([^>]*)> \.\n")
+_PREFIXED_FORMATS = ("Turtle", "TriG")
+
+
+def serialize_rdf(
+    items: Iterable[ox.Triple] | Iterable[ox.Quad],
+    format: ox.RdfFormat,
+    prefixes: Mapping[str, str] | None = None,
+    *,
+    max_bytes: int | None = None,
+) -> bytes:
+    """Serialise triples or quads, sorted, declaring only the prefixes the output uses.
+
+    Raises :class:`ResultTooLargeError` as soon as the output passes ``max_bytes``.
+    """
+    ordered = sorted(items, key=str)
+    candidates: dict[str, str] | None = None
+    if prefixes and format.name in (*_PREFIXED_FORMATS, "RDF/XML"):
+        candidates = _candidate_prefixes(ordered, prefixes)
+    writer = _CappedWriter(max_bytes)
+    ox.serialize(ordered, writer, format, prefixes=candidates or None)
+    data = writer.value()
+    if candidates and format.name in _PREFIXED_FORMATS:
+        data = _tidy_prefixes(data)
+    return data
+
+
+def _iris(term: object, out: set[str]) -> None:
+    if isinstance(term, ox.NamedNode):
+        out.add(term.value)
+    elif isinstance(term, ox.Literal):
+        out.add(term.datatype.value)
+    elif isinstance(term, (ox.Triple, ox.Quad)):
+        _iris(term.subject, out)
+        _iris(term.predicate, out)
+        _iris(term.object, out)
+        if isinstance(term, ox.Quad):
+            _iris(term.graph_name, out)
+
+
+def _candidate_prefixes(items: Sequence[object], prefixes: Mapping[str, str]) -> dict[str, str]:
+    """The prefixes whose namespace starts at least one IRI of the data."""
+    iris: set[str] = set()
+    for item in items:
+        _iris(item, iris)
+    by_namespace = {ns: name for name, ns in prefixes.items()}
+    used: dict[str, str] = {}
+    for iri in iris:
+        for index, char in enumerate(iri):
+            if char in "/#" and (name := by_namespace.get(iri[: index + 1])) is not None:
+                used[name] = prefixes[name]
+    for name, ns in prefixes.items():  # namespaces that end elsewhere than / or #
+        if name not in used and ns[-1:] not in ("/", "#") and any(i.startswith(ns) for i in iris):
+            used[name] = ns
+    return used
+
+
+def _tidy_prefixes(data: bytes) -> bytes:
+    """Drop declared prefixes the body never uses and sort the rest (deterministic output).
+
+    A name counts as used when ``name:`` appears in the body outside a longer name; a false
+    "used" (the text inside a literal) only keeps a harmless declaration.
+    """
+    pos = 0
+    declared: list[tuple[bytes, bytes]] = []
+    while m := _PREFIX_LINE.match(data, pos):
+        declared.append((m.group(1), m.group(2)))
+        pos = m.end()
+    body = data[pos:]
+    kept = sorted(
+        (name, iri)
+        for name, iri in declared
+        if re.search(rb"(?<![\w.:\-])" + re.escape(name) + rb":", body)
+    )
+    return b"".join(b"@prefix %s: <%s> .\n" % pair for pair in kept) + body
+
+
+class _CapExceeded(Exception):
+    """Raised inside serialisation when the output passes the byte cap."""
+
+
+class _CappedWriter:
+    """A binary sink for pyoxigraph's serialisers that stops at ``limit`` bytes."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        if self.limit is not None and len(self._buffer) > self.limit:
+            raise _CapExceeded
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def value(self) -> bytes:
+        return bytes(self._buffer)
+
+
+def _term_json(term: object) -> dict[str, Any]:
+    """One RDF term in the SPARQL 1.1 JSON results shape (key order as pyoxigraph writes it)."""
+    if isinstance(term, ox.NamedNode):
+        return {"type": "uri", "value": term.value}
+    if isinstance(term, ox.BlankNode):
+        return {"type": "bnode", "value": term.value}
+    if isinstance(term, ox.Literal):
+        out: dict[str, Any] = {"type": "literal", "value": term.value}
+        if term.language:
+            out["xml:lang"] = term.language
+            if getattr(term, "direction", None):
+                out["its:dir"] = str(term.direction)
+        elif term.datatype.value != XSD_STRING:
+            out["datatype"] = term.datatype.value
+        return out
+    if isinstance(term, ox.Triple):
+        return {
+            "type": "triple",
+            "value": {
+                "subject": _term_json(term.subject),
+                "predicate": _term_json(term.predicate),
+                "object": _term_json(term.object),
+            },
+        }
+    raise TypeError(f"unexpected term {term!r}")
+
+
+def _serialize_solutions(
+    solutions: ox.QuerySolutions, media_type: str, max_rows: int, max_bytes: int
+) -> tuple[bytes, int]:
+    """SPARQL JSON written row by row (so the row cap is exact), other formats converted
+    from it by pyoxigraph. pyoxigraph cannot count or cap rows while it serialises."""
+    names = [v.value for v in solutions.variables]
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    out = bytearray(b'{"head":{"vars":' + dumps(names).encode() + b'},"results":{"bindings":[')
+    # The JSON is only an intermediate for the other formats, which are usually smaller.
+    ceiling = max_bytes if media_type == JSON_RESULTS else 4 * max_bytes
+    rows = 0
+    for solution in solutions:
+        rows += 1
+        if rows > max_rows:
+            raise ResultTooLargeError("max-rows", max_rows)
+        binding = {}
+        for name in names:
+            value = solution[name]
+            if value is not None:
+                binding[name] = _term_json(value)
+        if rows > 1:
+            out += b","
+        out += dumps(binding).encode()
+        if len(out) > ceiling:
+            raise ResultTooLargeError("max-bytes", max_bytes)
+    out += b"]}}"
+    if media_type == JSON_RESULTS:
+        return bytes(out), rows
+    parsed = ox.parse_query_results(bytes(out), ox.QueryResultsFormat.JSON)
+    writer = _CappedWriter(max_bytes)
+    try:
+        parsed.serialize(writer, ox.QueryResultsFormat.from_media_type(media_type))
+    except _CapExceeded:
+        raise ResultTooLargeError("max-bytes", max_bytes) from None
+    return writer.value(), rows
+
+
+def _collect(items: Iterable[Any], max_rows: int) -> list[Any]:
+    collected = []
+    for item in items:
+        if len(collected) >= max_rows:
+            raise ResultTooLargeError("max-rows", max_rows)
+        collected.append(item)
+    return collected
+
+
+def _capped_rdf(
+    items: Sequence[Any], media_type: str, prefixes: Mapping[str, str], max_bytes: int
+) -> bytes:
+    try:
+        return serialize_rdf(
+            items, ox.RdfFormat.from_media_type(media_type), prefixes, max_bytes=max_bytes
+        )
+    except _CapExceeded:
+        raise ResultTooLargeError("max-bytes", max_bytes) from None
+
+
+# ---------------------------------------------------------------------------------------
+# The worker process.
+
+
+class _StoreHandle:
+    """The worker's read-only store, reopened when a load has swapped in a new one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.generation: tuple[int, int] | None = None
+        self._store: ox.Store | None = None
+
+    def get(self) -> ox.Store:
+        generation = store_generation(self.path)
+        if generation is None:
+            raise StoreUnavailableError(
+                f"{self.path}: no store here (is a load replacing it?); try again shortly"
+            )
+        if self._store is None or generation != self.generation:
+            self._store = None
+            for attempt in range(3):
+                try:
+                    store = ox.Store.read_only(str(self.path))
+                except OSError as exc:  # swapped while opening: try again
+                    if attempt == 2:
+                        raise StoreUnavailableError(f"{self.path}: cannot open ({exc})") from exc
+                    time.sleep(0.05)
+                    continue
+                if store_generation(self.path) == generation:
+                    self._store = store
+                    break
+                generation = store_generation(self.path)
+            else:
+                raise StoreUnavailableError(f"{self.path}: the store keeps changing; try again")
+            self.generation = generation
+        assert self._store is not None
+        return self._store
+
+    def changed(self) -> bool:
+        return store_generation(self.path) != self.generation
+
+
+_SYNTAX = re.compile(r"error at (\d+):(\d+): (.*)", re.DOTALL)
+
+
+def _syntax_error(exc: SyntaxError) -> QuerySyntaxError:
+    text = str(exc)
+    m = _SYNTAX.match(text)
+    if not m:
+        return QuerySyntaxError(f"syntax error: {text[:300]}")
+    line, column, rest = int(m.group(1)), int(m.group(2)), " ".join(m.group(3).split())
+    if len(rest) > 200:
+        rest = rest[:200] + "…"
+    return QuerySyntaxError(
+        f"syntax error at line {line}, column {column}: {rest}", line=line, column=column
+    )
+
+
+def _run_query(job: QueryJob, handle: _StoreHandle, conn: Connection) -> Outcome:
+    kwargs: dict[str, Any] = {"prefixes": dict(job.prefixes), "base_iri": job.base_iri}
+    if job.default_graph is not None or job.named_graphs is not None:
+        # SPARQL 1.1 Protocol §2.1.4: the protocol dataset replaces the query's own.
+        kwargs["default_graph"] = [ox.NamedNode(g) for g in job.default_graph or ()]
+        kwargs["named_graphs"] = [ox.NamedNode(g) for g in job.named_graphs or ()]
+    elif job.union:
+        kwargs["use_default_graph_as_union"] = True
+    store = handle.get()
+    try:
+        result = store.query(job.sparql, **kwargs)
+    except SyntaxError as exc:
+        raise _syntax_error(exc) from None
+    conn.send(("parsed",))
+    if isinstance(result, ox.QueryBoolean):
+        return Outcome(result.serialize(format=_results_format(job.media_type)), rows=1)
+    if isinstance(result, ox.QuerySolutions):
+        _expect(job.media_type, results=True)
+        body, rows = _serialize_solutions(result, job.media_type, job.max_rows, job.max_bytes)
+        return Outcome(body, rows=rows)
+    _expect(job.media_type, results=False)
+    triples = _collect(result, job.max_rows)
+    return Outcome(_capped_rdf(triples, job.media_type, job.prefixes, job.max_bytes), len(triples))
+
+
+def _results_format(media_type: str) -> ox.QueryResultsFormat:
+    _expect(media_type, results=True)
+    return ox.QueryResultsFormat.from_media_type(media_type)
+
+
+def _expect(media_type: str, *, results: bool) -> None:
+    try:
+        if results:
+            ox.QueryResultsFormat.from_media_type(media_type)
+        else:
+            ox.RdfFormat.from_media_type(media_type)
+    except ValueError:
+        kind = "a results format" if results else "an RDF format"
+        raise QueryError(f"{media_type} is not {kind}; this result needs one") from None
+
+
+def _run_dump(job: DumpJob, handle: _StoreHandle) -> Outcome:
+    store = handle.get()
+    items: list[Any]
+    if job.dataset:
+        items = _collect(store.quads_for_pattern(None, None, None, None), job.max_rows)
+    elif job.graph is not None:
+        graph = ox.NamedNode(job.graph)
+        if not store.contains_named_graph(graph):
+            raise NotFoundError(f"there is no graph <{job.graph}> in this dataset")
+        quads = store.quads_for_pattern(None, None, None, graph)
+        items = _collect((q.triple for q in quads), job.max_rows)
+    else:  # the default graph, which this endpoint defines as the union of all graphs
+        triples = store.query(
+            "CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }", use_default_graph_as_union=True
+        )
+        items = list(dict.fromkeys(_collect(triples, job.max_rows)))
+    return Outcome(_capped_rdf(items, job.media_type, job.prefixes, job.max_bytes), len(items))
+
+
+def _run_info(handle: _StoreHandle) -> Outcome:
+    store = handle.get()
+    graphs = sorted(g.value for g in store.named_graphs() if isinstance(g, ox.NamedNode))
+    return Outcome(b"", info={"graphs": graphs, "quads": len(store)})
+
+
+def _run_write(job: UpdateJob | GraphWriteJob, path: Path) -> Outcome:
+    """Apply a write to a staging copy and swap it in, under the store's write lock.
+
+    Why not write in place: Oxigraph documents that opening a store read-only while another
+    process writes it is undefined behaviour, and the query workers hold read-only handles.
+    So the live directory is never written. A RocksDB checkpoint (``backup``: hard links to
+    the immutable table files) becomes the staging store, the write is applied there, and the
+    same rename swap as ``load_store`` makes it live; readers reopen on the new generation.
+    Writes are serialised by the store's write lock (a concurrent load or write → locked).
+    """
+    with _WriteLock(path):
+        _clean_leftovers(path)
+        staging = path.with_name(f".{path.name}.staging-{os.getpid()}")
+        try:
+            ox.Store.read_only(str(path)).backup(str(staging))
+            store = ox.Store(str(staging))
+            info = _apply_write(job, store)
+            store.flush()
+            del store
+            _swap_in(staging, path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return Outcome(b"", info={**info, "generation": store_generation(path)})
+
+
+def _apply_write(job: UpdateJob | GraphWriteJob, store: ox.Store) -> dict[str, Any]:
+    if isinstance(job, UpdateJob):
+        try:
+            store.update(job.sparql, prefixes=dict(job.prefixes), base_iri=job.base_iri)
+        except SyntaxError as exc:
+            raise _syntax_error(exc) from None
+        return {}
+    graph = ox.NamedNode(job.graph)
+    exists = store.contains_named_graph(graph)
+    if job.action == "delete":
+        if not exists:
+            raise NotFoundError(f"there is no graph <{job.graph}> in this dataset")
+        store.remove_graph(graph)
+        return {"created": False}
+    if job.action == "put" and exists:
+        store.clear_graph(graph)
+    try:
+        store.load(job.data, format=ox.RdfFormat.from_media_type(job.media_type), to_graph=graph)
+    except SyntaxError as exc:
+        raise InvalidRdfError(f"the request body is not valid {job.media_type}: {exc}") from None
+    if not exists:
+        store.add_graph(graph)
+    return {"created": not exists}
+
+
+def _error_reply(exc: BaseException) -> tuple[Any, ...]:
+    if isinstance(exc, QuerySyntaxError):
+        return ("error", "syntax", str(exc), {"line": exc.line, "column": exc.column})
+    if isinstance(exc, ResultTooLargeError):
+        return ("error", "cap", str(exc), {"cap": exc.cap, "limit": exc.limit})
+    if isinstance(exc, NotFoundError):
+        return ("error", "notfound", str(exc), {})
+    if isinstance(exc, StoreLockedError):
+        return ("error", "locked", str(exc), {})
+    if isinstance(exc, StoreUnavailableError):
+        return ("error", "unavailable", str(exc), {})
+    if isinstance(exc, InvalidRdfError):
+        return ("error", "invalid-rdf", str(exc), {})
+    if isinstance(exc, (QueryError, ValueError, RuntimeError, TypeError)):
+        return ("error", "query", f"the query cannot run: {exc}", {})
+    return ("error", "internal", f"{type(exc).__name__}: {exc}", {})
+
+
+def _rebuild_error(reply: tuple[Any, ...]) -> SasciKgError:
+    _, code, message, extra = reply
+    if code == "syntax":
+        return QuerySyntaxError(message, line=extra.get("line"), column=extra.get("column"))
+    if code == "cap":
+        return ResultTooLargeError(extra["cap"], extra["limit"])
+    if code == "notfound":
+        return NotFoundError(message)
+    if code == "locked":
+        return StoreLockedError(message)
+    if code == "unavailable":
+        return StoreUnavailableError(message)
+    if code == "invalid-rdf":
+        return InvalidRdfError(message)
+    if code == "query":
+        return QueryError(message)
+    return StoreError(message)
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the parent goes away, even while a query runs (pyoxigraph frees the GIL)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _worker_main(conn: Connection, path: str, memory_limit_mb: int, writer: bool) -> None:
+    """The loop of one worker process: receive a job, send ("parsed",)?, then a reply."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; no Ctrl-C tracebacks
+    try:  # Linux: die with the process that started us
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    if memory_limit_mb > 0:
+        limit = memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    store_path = Path(path)
+    handle = _StoreHandle(store_path)
+    if not writer:
+        try:
+            handle.get()  # open early so that the first query does not pay for it
+        except StoreError:
+            pass
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        started = time.perf_counter()
+        try:
+            outcome = _dispatch(job, handle, store_path, conn)
+        except BaseException as exc:  # report every failure to the parent, then carry on
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            conn.send(_error_reply(exc))
+            continue
+        info = dict(outcome.info)
+        info.setdefault("generation", handle.generation)
+        conn.send(("ok", outcome.rows, time.perf_counter() - started, info))
+        conn.send_bytes(outcome.body)
+
+
+def _dispatch(job: Job, handle: _StoreHandle, path: Path, conn: Connection) -> Outcome:
+    if isinstance(job, (UpdateJob, GraphWriteJob)):
+        return _run_write(job, path)
+    for attempt in (1, 2):
+        try:
+            if isinstance(job, QueryJob):
+                return _run_query(job, handle, conn)
+            if isinstance(job, DumpJob):
+                return _run_dump(job, handle)
+            return _run_info(handle)
+        except OSError:
+            # A load swapped the store under us and removed files the old handle had not
+            # opened yet: run once more on the new store.
+            if attempt == 2 or not handle.changed():
+                raise
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------
+# The pool, used from the web process's request threads.
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+
+
+class WorkerPool:
+    """A fixed number of worker processes, with a short bounded queue in front of them.
+
+    ``size`` workers run jobs at once; up to ``max_waiting`` callers wait at most
+    ``wait_timeout`` seconds for a free one, and the rest get :class:`ExecutorBusyError`.
+    """
+
+    def __init__(
+        self,
+        store_path: Path | str,
+        *,
+        size: int = 2,
+        max_waiting: int = 32,
+        wait_timeout: float = 5.0,
+        memory_limit_mb: int = 0,
+        writer: bool = False,
+    ):
+        self.store_path = Path(store_path)
+        self.size = size
+        self.max_waiting = max_waiting
+        self.wait_timeout = wait_timeout
+        self.memory_limit_mb = memory_limit_mb
+        self.writer = writer
+        self.owner_pid = os.getpid()
+        # forkserver: safe to start from a threaded process (no fork of our threads), and
+        # the preloaded module makes each new worker a cheap fork.
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["sasci_kg.executor"])
+        self._cond = threading.Condition()
+        self._workers: list[_Worker] = []
+        self._idle: list[_Worker] = []
+        self._waiting = 0
+        self._closed = False
+        self._spawners: list[threading.Thread] = []
+        for _ in range(size):
+            self._add(self._start_worker())
+
+    # -- lifecycle
+
+    def _start_worker(self) -> _Worker:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_worker_main,
+            args=(child_conn, str(self.store_path), self.memory_limit_mb, self.writer),
+            name="sasci-kg-writer" if self.writer else "sasci-kg-query",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        return _Worker(process, parent_conn)
+
+    def _add(self, worker: _Worker) -> None:
+        with self._cond:
+            if self._closed:
+                _stop(worker, polite=False)
+                return
+            self._workers.append(worker)
+            self._idle.append(worker)
+            self._cond.notify()
+
+    def _replace_later(self) -> None:
+        def spawn() -> None:
+            try:
+                self._add(self._start_worker())
+            except (OSError, ValueError, RuntimeError):  # shutting down, or out of resources
+                log.exception("could not start a replacement query worker")
+
+        with self._cond:
+            if self._closed:
+                return
+            thread = threading.Thread(target=spawn, name="sasci-kg-respawn", daemon=True)
+            self._spawners = [t for t in self._spawners if t.is_alive()] + [thread]
+        thread.start()
+
+    def close(self) -> None:
+        """Stop every worker (politely, then SIGKILL); idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
+            spawners = list(self._spawners)
+            self._cond.notify_all()
+        for thread in spawners:
+            thread.join(timeout=5)
+        for worker in workers:
+            _stop(worker, polite=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pids(self) -> list[int]:
+        """The worker process ids (for health reports and tests)."""
+        with self._cond:
+            return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "size": self.size,
+                "alive": len(self._workers),
+                "idle": len(self._idle),
+                "waiting": self._waiting,
+            }
+
+    # -- running jobs
+
+    def _acquire(self, wait: float | None) -> _Worker:
+        wait = self.wait_timeout if wait is None else wait
+        retry_after = max(1, math.ceil(self.wait_timeout))
+        with self._cond:
+            if self._closed:
+                raise ExecutorBusyError(retry_after)
+            if not self._idle and self._waiting >= self.max_waiting:
+                raise ExecutorBusyError(retry_after)
+            self._waiting += 1
+            try:
+                ready = self._cond.wait_for(lambda: self._idle or self._closed, timeout=wait)
+            finally:
+                self._waiting -= 1
+            if not ready or self._closed:
+                raise ExecutorBusyError(retry_after)
+            return self._idle.pop()
+
+    def _release(self, worker: _Worker) -> None:
+        with self._cond:
+            if self._closed:
+                _stop(worker, polite=False)
+                return
+            self._idle.append(worker)
+            self._cond.notify()
+
+    def _discard(self, worker: _Worker) -> None:
+        with self._cond:
+            if worker in self._workers:
+                self._workers.remove(worker)
+        _stop(worker, polite=False)
+        self._replace_later()
+
+    def run(self, job: Job, *, timeout: float, wait: float | None = None) -> Outcome:
+        """Run ``job`` on a free worker; raise on timeout, crash, busy pool or job error.
+
+        ``wait`` bounds the wait for a free worker (default: the pool's ``wait_timeout``).
+        """
+        worker = self._acquire(wait)
+        try:
+            result = self._exchange(worker, job, timeout)
+        except BaseException:
+            self._discard(worker)  # timed out or crashed: kill it, start a fresh one
+            raise
+        self._release(worker)
+        if isinstance(result, SasciKgError):
+            raise result
+        return result
+
+    def _exchange(self, worker: _Worker, job: Job, timeout: float) -> Outcome | SasciKgError:
+        """Send the job and wait for its reply; a job error comes back as a value, since the
+        worker that reported it is fine. Timeouts and crashes raise."""
+        conn = worker.conn
+        deadline = time.monotonic() + timeout
+        phase = "parse" if isinstance(job, QueryJob) else "run"
+        try:
+            conn.send(job)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not conn.poll(remaining):
+                    log.warning(
+                        "query worker %s killed after the %.1f s limit", worker.process.pid, timeout
+                    )
+                    raise QueryTimeoutError(timeout)
+                reply = conn.recv()
+                if reply[0] == "parsed":
+                    phase = "run"
+                    continue
+                if reply[0] == "error":
+                    return _rebuild_error(reply)
+                _, rows, seconds, info = reply
+                body = conn.recv_bytes()  # already serialised: arrives at once
+                return Outcome(body, rows=rows, seconds=seconds, info=info)
+        except (EOFError, OSError) as exc:
+            worker.process.join(timeout=1)
+            exitcode = worker.process.exitcode
+            log.error(
+                "query worker %s died during %s (exit code %s): %s",
+                worker.process.pid, phase, exitcode, exc,
+            )
+            raise WorkerCrashedError(phase, exitcode) from None
+
+
+def _stop(worker: _Worker, *, polite: bool) -> None:
+    """End a worker: ask it to exit (when polite), then SIGKILL it, and reap it."""
+    process = worker.process
+    if polite and process.is_alive():
+        try:
+            worker.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        process.join(timeout=1)
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=5)
+    worker.conn.close()
+    try:
+        process.close()
+    except ValueError:  # still running after SIGKILL and 5 s: leave it to the OS
+        log.error("query worker %s did not exit after SIGKILL", process.pid)

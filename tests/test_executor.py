@@ -1,0 +1,328 @@
+"""The killable worker pool: results equal pyoxigraph's own, caps are exact errors, a query
+over its limit is killed (its process gone, the CPU free) while others keep being answered,
+a crashing parser takes down only a worker, swaps are picked up, writes go through staging."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyoxigraph as ox
+import pytest
+import rdflib
+from rdflib.compare import isomorphic
+
+from sasci_kg.errors import NotFoundError
+from sasci_kg.executor import (
+    DumpJob,
+    ExecutorBusyError,
+    GraphWriteJob,
+    InfoJob,
+    InvalidRdfError,
+    QueryJob,
+    QueryTimeoutError,
+    ResultTooLargeError,
+    UpdateJob,
+    WorkerCrashedError,
+    WorkerPool,
+    serialize_rdf,
+)
+from sasci_kg.guard import QuerySyntaxError
+from sasci_kg.store import store_generation
+from sasci_kg.vocab import PREFIXES
+
+from conftest import GRAPH_A, GRAPH_B, TRIG, alive, cpu_ticks, make_store
+
+JSON = "application/sparql-results+json"
+# A cross product of 5**20 rows: it would count for days.
+ENDLESS = "SELECT (COUNT(*) AS ?n) WHERE { " + " ".join(
+    f"?s{i} ?p{i} ?o{i} ." for i in range(20)
+) + " }"
+VARIED = """
+SELECT ?s ?name ?age ?unbound WHERE {
+  ?s schema:name ?name . OPTIONAL { ?s schema:age ?age }
+} ORDER BY ?name
+"""
+
+
+@pytest.fixture(scope="module")
+def pool(store_path: Path) -> Iterator[WorkerPool]:
+    workers = WorkerPool(store_path, size=2, max_waiting=8, wait_timeout=5)
+    yield workers
+    workers.close()
+
+
+def _direct(store_path: Path, query: str) -> ox.QuerySolutions:
+    store = ox.Store.read_only(str(store_path))
+    return store.query(query, prefixes=PREFIXES, use_default_graph_as_union=True)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    [JSON, "application/sparql-results+xml", "text/csv", "text/tab-separated-values"],
+)
+def test_select_results_equal_pyoxigraphs_own(
+    pool: WorkerPool, store_path: Path, media_type: str
+) -> None:
+    outcome = pool.run(QueryJob(VARIED, media_type, PREFIXES), timeout=5)
+    expected = _direct(store_path, VARIED).serialize(
+        format=ox.QueryResultsFormat.from_media_type(media_type)
+    )
+    assert outcome.body == expected
+    assert outcome.rows == 5
+
+
+def test_ask_and_empty_results(pool: WorkerPool) -> None:
+    assert pool.run(QueryJob("ASK { ?s ?p ?o }", JSON), timeout=5).body == (
+        b'{"head":{},"boolean":true}'
+    )
+    empty = pool.run(QueryJob("SELECT ?x WHERE { ?x a <http://nothing> }", JSON), timeout=5)
+    assert empty.body == b'{"head":{"vars":["x"]},"results":{"bindings":[]}}'
+    assert empty.rows == 0
+
+
+def test_union_default_graph_and_graph_isolation(pool: WorkerPool) -> None:
+    count = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
+    union = pool.run(QueryJob(count, "text/csv"), timeout=5)
+    only_a = pool.run(QueryJob(count, "text/csv", default_graph=(GRAPH_A,)), timeout=5)
+    graphs = pool.run(
+        QueryJob("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } } ORDER BY ?g", "text/csv",
+                 named_graphs=(GRAPH_B,)),
+        timeout=5,
+    )
+    assert union.body == b"n\r\n15\r\n"
+    assert only_a.body == b"n\r\n8\r\n"
+    assert graphs.body == f"g\r\n{GRAPH_B}\r\n".encode()
+
+
+def test_from_clause_is_honoured(pool: WorkerPool) -> None:
+    query = f"SELECT (COUNT(*) AS ?n) FROM <{GRAPH_B}> WHERE {{ ?s ?p ?o }}"
+    assert pool.run(QueryJob(query, "text/csv", union=False), timeout=5).body == b"n\r\n7\r\n"
+
+
+def test_construct_turtle_declares_only_used_prefixes(pool: WorkerPool) -> None:
+    query = "CONSTRUCT { ?s schema:name ?n } WHERE { ?s a schema:Person ; schema:name ?n }"
+    body = pool.run(QueryJob(query, "text/turtle", PREFIXES), timeout=5).body.decode()
+    declared = [line.split()[1] for line in body.splitlines() if line.startswith("@prefix")]
+    assert declared == ["person:", "schema:"]
+    graph = rdflib.Graph().parse(data=body, format="turtle")
+    assert len(graph) == 3
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    ["text/turtle", "application/n-triples", "application/ld+json", "application/rdf+xml",
+     "application/n-quads", "application/trig"],
+)
+def test_construct_formats_are_the_same_graph(pool: WorkerPool, media_type: str) -> None:
+    query = "CONSTRUCT WHERE { ?s ?p ?o }"
+    body = pool.run(QueryJob(query, media_type, PREFIXES), timeout=5).body
+    fmt = {"text/turtle": "turtle", "application/n-triples": "nt", "application/ld+json": "json-ld",
+           "application/rdf+xml": "xml", "application/n-quads": "nquads",
+           "application/trig": "trig"}[media_type]
+    reference = rdflib.Graph().parse(data=TRIG, format="trig")
+    if fmt in ("nquads", "trig"):
+        parsed = rdflib.Dataset().parse(data=body, format=fmt)
+        graph = rdflib.Graph()
+        for triple in parsed.triples((None, None, None)):
+            graph.add(triple)
+    else:
+        graph = rdflib.Graph().parse(data=body, format=fmt)
+    flat = rdflib.Graph()
+    for s, p, o, _ in rdflib.Dataset().parse(data=TRIG, format="trig").quads((None, None, None, None)):
+        flat.add((s, p, o))
+    assert isomorphic(graph, flat), (media_type, len(graph), len(reference))
+
+
+def test_row_cap_is_exact(pool: WorkerPool) -> None:
+    query = "SELECT ?s WHERE { ?s a schema:Person }"  # 3 rows
+    assert pool.run(QueryJob(query, JSON, PREFIXES, max_rows=3), timeout=5).rows == 3
+    with pytest.raises(ResultTooLargeError) as info:
+        pool.run(QueryJob(query, "text/csv", PREFIXES, max_rows=2), timeout=5)
+    assert (info.value.cap, info.value.limit) == ("max-rows", 2)
+    with pytest.raises(ResultTooLargeError):
+        pool.run(QueryJob("CONSTRUCT WHERE { ?s ?p ?o }", "text/turtle", max_rows=14), timeout=5)
+
+
+@pytest.mark.parametrize("media_type", [JSON, "text/csv", "text/turtle"])
+def test_byte_cap(pool: WorkerPool, media_type: str) -> None:
+    query = "CONSTRUCT WHERE { ?s ?p ?o }" if media_type == "text/turtle" else (
+        "SELECT * WHERE { ?s ?p ?o }"
+    )
+    with pytest.raises(ResultTooLargeError) as info:
+        pool.run(QueryJob(query, media_type, PREFIXES, max_bytes=200), timeout=5)
+    assert (info.value.cap, info.value.limit) == ("max-bytes", 200)
+
+
+def test_syntax_error_keeps_the_worker(pool: WorkerPool) -> None:
+    before = sorted(pool.pids())
+    with pytest.raises(QuerySyntaxError) as info:
+        pool.run(QueryJob("SELECT *\nWHERE { ?s ?p }", JSON), timeout=5)
+    # pyoxigraph's position: where its parser gave up, at or just after the bad token.
+    assert info.value.line == 2 and info.value.column in (15, 16)
+    assert sorted(pool.pids()) == before
+
+
+def test_endless_query_is_killed_and_the_cpu_freed_while_others_answer(
+    pool: WorkerPool,
+) -> None:
+    before = set(pool.pids())
+    errors: list[BaseException] = []
+    started = time.monotonic()
+
+    def slow() -> None:
+        try:
+            pool.run(QueryJob(ENDLESS, JSON), timeout=1.5)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            errors.append(exc)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.3)
+    fast_started = time.monotonic()
+    fast = pool.run(QueryJob("ASK { ?s ?p ?o }", JSON), timeout=5)
+    assert fast.body.endswith(b"true}") and time.monotonic() - fast_started < 1.0
+    thread.join(timeout=10)
+    elapsed = time.monotonic() - started
+    assert len(errors) == 1 and isinstance(errors[0], QueryTimeoutError)
+    assert 1.4 < elapsed < 3.0
+    killed = before - set(pool.pids())
+    assert len(killed) == 1
+    (pid,) = killed
+    assert not alive(pid)  # the process is gone, so is its CPU use
+    deadline = time.monotonic() + 5
+    while len(pool.pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(pool.pids()) == 2  # replaced
+    ticks = cpu_ticks(pool.pids())
+    time.sleep(0.5)
+    assert cpu_ticks(pool.pids()) - ticks < 10  # nobody is still counting
+
+
+def test_a_parser_crash_costs_one_worker_only(pool: WorkerPool) -> None:
+    deep = "SELECT * WHERE " + "{" * 3000 + "}" * 3000  # segfaults pyoxigraph 0.5.13
+    with pytest.raises(WorkerCrashedError) as info:
+        pool.run(QueryJob(deep, JSON), timeout=5)
+    assert info.value.phase == "parse"
+    assert pool.run(QueryJob("ASK {}", JSON), timeout=5).body.endswith(b"true}")
+
+
+def test_busy_pool_refuses_with_retry_after(store_path: Path) -> None:
+    single = WorkerPool(store_path, size=1, max_waiting=0, wait_timeout=2)
+    try:
+        thread = threading.Thread(
+            target=lambda: pytest.raises(QueryTimeoutError, single.run, QueryJob(ENDLESS, JSON),
+                                         timeout=1.0)
+        )
+        thread.start()
+        time.sleep(0.2)
+        with pytest.raises(ExecutorBusyError) as info:
+            single.run(QueryJob("ASK {}", JSON), timeout=5)
+        assert info.value.retry_after >= 1
+        thread.join()
+    finally:
+        single.close()
+
+
+def test_close_leaves_no_process(store_path: Path) -> None:
+    workers = WorkerPool(store_path, size=2)
+    pids = workers.pids()
+    assert all(alive(p) for p in pids)
+    workers.close()
+    assert not any(alive(p) for p in pids)
+    with pytest.raises(ExecutorBusyError):
+        workers.run(InfoJob(), timeout=1)
+
+
+def test_swapped_store_is_picked_up_and_in_flight_queries_survive(fresh_store: Path) -> None:
+    workers = WorkerPool(fresh_store, size=2, max_waiting=16)
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                workers.run(QueryJob("SELECT * WHERE { ?s ?p ?o }", JSON), timeout=5)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                failures.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    try:
+        assert workers.run(InfoJob(), timeout=5).info["quads"] == 15
+        for thread in threads:
+            thread.start()
+        time.sleep(0.2)
+        for extra in range(3):  # three swaps while queries run
+            make_store(fresh_store, TRIG.replace("Cy", f"Cy{extra}") + _extra_graph(extra))
+            time.sleep(0.2)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        info = workers.run(InfoJob(), timeout=5).info
+        assert info["quads"] == 16 and tuple(info["generation"]) == store_generation(fresh_store)
+    finally:
+        stop.set()
+        workers.close()
+
+
+def _extra_graph(n: int) -> str:
+    return f"<https://w3id.org/sasci-kg/graph/extra> {{ <http://e/{n}> <http://e/p> {n} . }}\n"
+
+
+def test_writes_go_through_a_swap(fresh_store: Path) -> None:
+    readers = WorkerPool(fresh_store, size=1)
+    writer = WorkerPool(fresh_store, size=1, writer=True)
+    graph = "https://w3id.org/sasci-kg/graph/new"
+    try:
+        before = store_generation(fresh_store)
+        writer.run(UpdateJob(f"INSERT DATA {{ GRAPH <{graph}> {{ <http://e/a> <http://e/p> 1 }} }}"),
+                   timeout=5)
+        assert store_generation(fresh_store) != before
+        assert readers.run(InfoJob(), timeout=5).info["quads"] == 16
+        put = GraphWriteJob("put", graph, b"<http://e/b> <http://e/p> 2 .", "text/turtle")
+        assert writer.run(put, timeout=5).info["created"] is False
+        post = GraphWriteJob("post", GRAPH_B + "2", b"<http://e/c> <http://e/p> 3 .", "text/turtle")
+        assert writer.run(post, timeout=5).info["created"] is True
+        dump = readers.run(DumpJob("application/n-triples", graph=graph), timeout=5)
+        assert dump.body == b"<http://e/b> <http://e/p> \"2\"^^<http://www.w3.org/2001/XMLSchema#integer> .\n"
+        writer.run(GraphWriteJob("delete", graph), timeout=5)
+        with pytest.raises(NotFoundError):
+            writer.run(GraphWriteJob("delete", graph), timeout=5)
+        with pytest.raises(InvalidRdfError):
+            writer.run(GraphWriteJob("put", graph, b"this is not turtle", "text/turtle"), timeout=5)
+        with pytest.raises(QuerySyntaxError):
+            writer.run(UpdateJob("INSERT DATA { oops }"), timeout=5)
+        assert readers.run(InfoJob(), timeout=5).info["quads"] == 16
+        leftovers = [p.name for p in fresh_store.parent.iterdir() if p.name != "store"]
+        assert leftovers == [".store.lock"]
+    finally:
+        readers.close()
+        writer.close()
+
+
+def test_dumps(pool: WorkerPool) -> None:
+    with pytest.raises(NotFoundError):
+        pool.run(DumpJob("text/turtle", graph="http://no/such/graph"), timeout=5)
+    dataset = pool.run(DumpJob("application/trig", dataset=True, prefixes=PREFIXES), timeout=5)
+    assert dataset.rows == 15 and b"sourcegraph:alpha {" in dataset.body
+    union = pool.run(DumpJob("application/n-triples"), timeout=5)
+    assert union.rows == 15
+
+
+def test_serialize_rdf_is_deterministic_and_tidy() -> None:
+    s = ox.NamedNode("https://w3id.org/sasci-kg/id/person/ada")
+    triples = [
+        ox.Triple(s, ox.NamedNode("https://schema.org/name"), ox.Literal("Ada")),
+        ox.Triple(s, ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type"),
+                  ox.NamedNode("https://schema.org/Person")),
+        ox.Triple(s, ox.NamedNode("https://schema.org/birthDate"),
+                  ox.Literal("1815-12-10", datatype=ox.NamedNode(
+                      "http://www.w3.org/2001/XMLSchema#date"))),
+    ]
+    first = serialize_rdf(triples, ox.RdfFormat.TURTLE, PREFIXES)
+    assert first == serialize_rdf(list(reversed(triples)), ox.RdfFormat.TURTLE, PREFIXES)
+    header = [line for line in first.decode().splitlines() if line.startswith("@prefix")]
+    assert [h.split()[1] for h in header] == ["person:", "schema:", "xsd:"]  # no rdf: (`a`)
