@@ -24,6 +24,7 @@ from typing import Any
 import pyoxigraph as ox
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
 from werkzeug.exceptions import NotFound
+from werkzeug.wrappers.response import Response as BaseResponse
 
 from ..describe import (
     Description,
@@ -40,7 +41,6 @@ from ..store import OxigraphBackend, open_store, store_generation
 from ..vocab import BASE, ONTOLOGY_GRAPH, OWL, PREFIXES, SCHEME, VOCAB_GRAPH
 from ..void import DATASET, DOWNLOADS, META_GRAPH, data_quads, download_bytes, find_download
 from .negotiation import (
-    GRAPH_FORMATS,
     JSONLD,
     NQUADS,
     NTRIPLES,
@@ -201,7 +201,7 @@ def _alternates(path: str) -> list[str]:
 
 
 def _finish(response: Response, *, path: str, extension: str | None, chosen: Format | None,
-            html: bool = False) -> Response:
+            html: bool = False) -> BaseResponse:
     """Negotiation headers, a strong ETag from the body (304 on If-None-Match), CSP."""
     links = _alternates(path)
     if extension is None:
@@ -246,6 +246,9 @@ class _Viewer:
     def label(self, iri: str) -> str | None:
         return self.known.get(iri) or self.labels.label(iri)
 
+    def iri(self, iri: str) -> TermView:
+        return TermView("iri", self.label(iri) or curie(iri), href=local_url(iri), title=iri)
+
     def __call__(self, term: Term | str | None) -> TermView | None:
         if term is None:
             return None
@@ -262,6 +265,13 @@ class _Viewer:
                 meta = curie(term.datatype.value)
             return TermView("literal", term.value, meta=meta)
         return TermView("bnode", f"_:{term.value}")
+
+
+def _type_view(view: _Viewer, iri: str) -> TermView:
+    """A class as a type badge: its prefixed name (two vocabularies' "Person" differ)."""
+    label = view.label(iri)
+    return TermView("iri", curie(iri), href=local_url(iri),
+                    title=f"{label} ({iri})" if label else iri)
 
 
 def _jsonld_script(quads: Sequence[ox.Quad]) -> str:
@@ -295,7 +305,7 @@ def _grouped(description: Description, view: _Viewer) -> dict[str, Any]:
         incoming.setdefault(s.predicate.value, []).append((view(s.subject), view(s.graph)))
 
     def ordered(groups: dict[str, list[Any]]) -> list[tuple[TermView, list[Any]]]:
-        items = [(view(p), values) for p, values in groups.items()]
+        items = [(view.iri(p), values) for p, values in groups.items()]
         return sorted(items, key=lambda item: (item[0].text.lower(), item[0].title or ""))
 
     tables = []
@@ -339,7 +349,7 @@ def _lookup(namespace: str, rest: str) -> tuple[Description | None, str, str | N
     return description, iri, None
 
 
-def _not_found(iri: str, what: str = "resource") -> Response:
+def _not_found(iri: str, what: str = "resource") -> BaseResponse:
     if _choose_html_only():
         gen = _site().current()
         page = _render("resource.html", page="missing", iri=iri, what=what,
@@ -356,7 +366,7 @@ def _choose_html_only() -> bool:
     return wants_html(request.headers.get("Accept"), OFFERED)
 
 
-def _resource_response(namespace: str, rest: str) -> Response:
+def _resource_response(namespace: str, rest: str) -> BaseResponse:
     description, iri, extension = _lookup(namespace, rest)
     if description is None:
         return _not_found(iri)
@@ -371,14 +381,15 @@ def _resource_response(namespace: str, rest: str) -> Response:
     view = _Viewer(gen.labels, description.labels)
     page = _render(
         "resource.html", page="resource", iri=iri, path=path, d=description,
-        title=description.label or curie(iri), types=[view(t) for t in description.types],
+        title=description.label or curie(iri),
+        types=[_type_view(view, t) for t in description.types],
         groups=_grouped(description, view), jsonld=_jsonld_script(description.quads()),
         formats=OFFERED, **_page_context(view),
     )
     return _finish(page, path=path, extension=extension, chosen=None, html=True)
 
 
-def _retired(description: Description, extension: str | None) -> Response:
+def _retired(description: Description, extension: str | None) -> BaseResponse:
     """301 to the replacement; 410 Gone for a retraction (RFC 9110 §15.4.2, §15.5.11)."""
     if description.replaced_by:
         target = local_url(description.replaced_by)
@@ -400,13 +411,13 @@ def _retired(description: Description, extension: str | None) -> Response:
 
 
 @bp.route("/id/<path:rest>", methods=["GET", "HEAD"])
-def entity(rest: str) -> Response:
+def entity(rest: str) -> BaseResponse:
     """An instance: person, organisation, session, fact, concept, scheme, …"""
     return _resource_response(BASE + "id/", rest)
 
 
 @bp.route("/vocab/<path:rest>", methods=["GET", "HEAD"])
-def vocabulary(rest: str) -> Response:
+def vocabulary(rest: str) -> BaseResponse:
     """A controlled value; ``/vocab/{scheme}`` itself goes to its concept scheme."""
     name = rest.strip("/")
     if "/" not in name and "." not in name and re.fullmatch(r"[a-z0-9-]+", name):
@@ -423,16 +434,18 @@ def vocabulary(rest: str) -> Response:
 
 
 def _graph_quads(gen: _Generation, graph: str) -> list[ox.Quad]:
-    return gen.cached(("graph", graph), lambda: list(gen.backend.quads(graph)))
+    quads: list[ox.Quad] = gen.cached(("graph", graph), lambda: list(gen.backend.quads(graph)))
+    return quads
 
 
 def _graph_body(gen: _Generation, graph: str, fmt: Format) -> bytes:
-    return gen.cached(("graph-body", graph, fmt.key),
-                      lambda: serialize_quads(_graph_quads(gen, graph), fmt.key))
+    body: bytes = gen.cached(("graph-body", graph, fmt.key),
+                             lambda: serialize_quads(_graph_quads(gen, graph), fmt.key))
+    return body
 
 
 @bp.route("/graph/<path:rest>", methods=["GET", "HEAD"])
-def named_graph(rest: str) -> Response:
+def named_graph(rest: str) -> BaseResponse:
     """A named graph: its contents for programs, a page about it (and links) for people."""
     gen = _site().current()
     graphs = gen.cached("graphs", gen.backend.graphs)
@@ -446,7 +459,7 @@ def named_graph(rest: str) -> Response:
 
 
 def _graph_response(gen: _Generation, iri: str, extension: str | None, path: str,
-                    *, page: str = "graph", subject: str | None = None) -> Response:
+                    *, page: str = "graph", subject: str | None = None) -> BaseResponse:
     chosen = _choose(extension)
     if chosen is not None:
         body = _graph_body(gen, iri, chosen)
@@ -460,7 +473,7 @@ def _graph_response(gen: _Generation, iri: str, extension: str | None, path: str
     if description is not None:
         context = {"d": description, "groups": _grouped(description, view),
                    "jsonld": _jsonld_script(description.quads()),
-                   "types": [view(t) for t in description.types]}
+                   "types": [_type_view(view, t) for t in description.types]}
     if page == "void":
         context["downloads"] = _download_rows(gen)
     html = _render(
@@ -477,7 +490,7 @@ def _graph_response(gen: _Generation, iri: str, extension: str | None, path: str
 
 @bp.route("/.well-known/void", methods=["GET", "HEAD"])
 @bp.route("/.well-known/void.<ext>", methods=["GET", "HEAD"])
-def void(ext: str | None = None) -> Response:
+def void(ext: str | None = None) -> BaseResponse:
     """VoID and DCAT (the ``…/graph/meta`` graph): data, or a page about the dataset."""
     if ext is not None and ext not in EXTENSIONS and ext != HTML_EXTENSION:
         raise NotFound()
@@ -516,13 +529,13 @@ def _download_rows(gen: _Generation) -> list[dict[str, Any]]:
 
 
 @bp.route("/download/", methods=["GET", "HEAD"])
-def downloads_index() -> Response:
+def downloads_index() -> BaseResponse:
     """The list of downloads lives on the dataset's page."""
     return redirect(_root() + "/.well-known/void.html#downloads", code=303)
 
 
 @bp.route("/download/<filename>", methods=["GET", "HEAD"])
-def download(filename: str) -> Response:
+def download(filename: str) -> BaseResponse:
     """One export of the whole dataset: the bytes ``sasci-kg export`` writes, with the
     build's sha256 as a strong ETag (If-None-Match → 304)."""
     found = find_download(filename)
@@ -549,7 +562,7 @@ def download(filename: str) -> Response:
 
 
 @bp.route("/context.jsonld", methods=["GET", "HEAD"])
-def context() -> Response:
+def context() -> BaseResponse:
     """The JSON-LD context every JSON-LD document of this dataset carries inline."""
     body = (json.dumps(JSONLD_CONTEXT, indent=2) + "\n").encode("utf-8")
     response = Response(body, content_type=JSONLD.media_type)
@@ -565,7 +578,7 @@ def context() -> Response:
 @bp.route("/def", methods=["GET", "HEAD"])
 @bp.route("/def.<ext>", methods=["GET", "HEAD"])
 @bp.route("/def/<version>", methods=["GET", "HEAD"])
-def ontology(ext: str | None = None, version: str | None = None) -> Response:
+def ontology(ext: str | None = None, version: str | None = None) -> BaseResponse:
     """The ontology: documentation for people, the ``…/graph/ontology`` graph for programs.
     ``/def/{version}`` (the owl:versionIRI) answers while it is the current version."""
     if ext is not None and ext not in EXTENSIONS and ext != HTML_EXTENSION:
