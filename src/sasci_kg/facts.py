@@ -71,6 +71,8 @@ STATEMENT_PREDICATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "recorded_at": (("quote", "fact"), ("session",)),
 }
 
+ENTITY_TYPES = ("person", "org", "project", "event", "session", "concept", "quote", "fact")
+
 SECTIONS: dict[str, Section] = {
     "people": Section(
         "person",
@@ -213,6 +215,15 @@ SECTIONS: dict[str, Section] = {
             **_COMMON_FACT,
         },
         is_fact=True,
+    ),
+    # Ids no longer in use: 301 to the replacement, or 410 without one (docs/model.md).
+    "retired": Section(
+        "",  # any entity type
+        {
+            "replaced_by": Field("ref", refs=ENTITY_TYPES),
+            "reason": Field("text", required=True),
+            "note": Field("text"),
+        },
     ),
 }
 
@@ -670,19 +681,20 @@ def _read_record(display: str, name: str, section: Section, item: _Mapping,
                  checker: _Checker, source_id: str) -> Record | None:
     record_id = item.get("id")
     id_line = item.key_lines.get("id", item.line)
+    id_type = section.id_type or "<type>"  # retired ids may be of any entity type
     if record_id is None:
         checker.add(display, item.line, f"{name}: record without an 'id'; add "
-                    f"'id: {section.id_type}/<slug>'")
+                    f"'id: {id_type}/<slug>'")
         return None
     match = ID_PATTERN.match(record_id) if isinstance(record_id, str) else None
     if match is None:
         checker.add(display, id_line, f"{name}: id {_show(record_id)} is not of the form "
-                    f"'{section.id_type}/<slug>' (lowercase letters, digits, '-', and '.' "
+                    f"'{id_type}/<slug>' (lowercase letters, digits, '-', and '.' "
                     "between parent and child slugs)")
         return None
-    if match["type"] != section.id_type:
+    if match["type"] not in ((section.id_type,) if section.id_type else ENTITY_TYPES):
         checker.add(display, id_line, f"{name}: id '{record_id}' must start with "
-                    f"'{section.id_type}/' in this section")
+                    f"'{id_type}/' in this section")
         return None
     values = checker.check_fields(display, item, section.fields, f"{record_id}")
     if section.is_fact and "certainty" not in values:
@@ -727,7 +739,13 @@ def _check_ids_and_refs(sources: list[SourceDoc], checker: _Checker) -> None:
                 if field_spec is None or field_spec.kind not in ("ref", "refs"):
                     continue
                 for ref in [value] if isinstance(value, str) else value:
-                    if ref not in seen:
+                    if isinstance(seen.get(ref), Record) and seen[ref].section == "retired":
+                        replacement = seen[ref].get("replaced_by")
+                        checker.add(record.path, record.lines.get(name, record.line),
+                                    f"{record.id} field '{name}': '{ref}' is retired ("
+                                    f"{seen[ref].path}:{seen[ref].line}); refer to "
+                                    f"{repr(replacement) if replacement else 'a live id'} instead")
+                    elif ref not in seen:
                         checker.add(record.path, record.lines.get(name, record.line),
                                     f"{record.id} field '{name}': unknown reference '{ref}'"
                                     f"{_suggest(ref, same_type(field_spec.refs))}; define "

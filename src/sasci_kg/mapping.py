@@ -27,6 +27,7 @@ from .vocab import (
     KGO,
     OA,
     ORG,
+    OWL,
     PROV,
     RDF,
     RDFS,
@@ -276,6 +277,14 @@ def _map_utterance(out: _Emitter, r: Record, node: NamedNode) -> None:
         out.add(node, SCHEMA.about, iri(concept))
 
 
+def _map_retired(out: _Emitter, r: Record, node: NamedNode) -> None:
+    """A retired id: ``dcterms:isReplacedBy`` (served as 301) or a bare tombstone (410)."""
+    out.add(node, OWL.deprecated, Literal("true", datatype=XSD.boolean))
+    out.add(node, SKOS.changeNote, _text(r.get("reason"), EN))
+    if r.get("replaced_by"):
+        out.add(node, DCTERMS.isReplacedBy, iri(r.get("replaced_by")))
+
+
 _MAPPERS = {
     "people": _map_person,
     "organisations": _map_organisation,
@@ -289,6 +298,7 @@ _MAPPERS = {
     "statements": _map_statement,
     "quotes": _map_utterance,
     "claims": _map_utterance,
+    "retired": _map_retired,
 }
 
 
@@ -299,7 +309,8 @@ def source_to_quads(source: SourceDoc) -> list[Quad]:
     for record in source.records:
         node = iri(record.id)
         _MAPPERS[record.section](out, record, node)
-        out.provenance(node, record)
+        if record.section != "retired":  # a tombstone is our own note, not from the source
+            out.provenance(node, record)
     return out.quads
 
 
