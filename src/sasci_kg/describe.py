@@ -14,22 +14,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import pyoxigraph as ox
 
 from .store import Backend
 from .vocab import DCTERMS, KGO, ORG, OWL, PROV, RDF, RDFS, SCHEMA, SKOS
 
-Term = Union[ox.NamedNode, ox.Literal, ox.BlankNode]
+Term = ox.NamedNode | ox.Literal | ox.BlankNode
 
-INCOMING_LIMIT = 500
+INCOMING_LIMIT = 200
 # Label properties, best first.
 LABEL_PROPERTIES = (RDFS.label, SKOS.prefLabel, SCHEMA.name, DCTERMS.title)
 
 _OUTGOING = "SELECT ?s ?p ?o ?g WHERE { GRAPH ?g { ?s ?p ?o } }"
 _INCOMING = "SELECT ?o ?s ?p ?g WHERE { GRAPH ?g { ?s ?p ?o } } LIMIT {limit}"
 _INCOMING_COUNT = "SELECT ?o (COUNT(*) AS ?n) WHERE { ?s ?p ?o } GROUP BY ?o"
+# The labels of the subjects that point at ?o, in one query (a hub has thousands of them).
+_INCOMING_LABELS = """SELECT ?o ?x ?p ?label ?g WHERE {
+  { SELECT DISTINCT ?x ?o WHERE { ?x ?q ?o } LIMIT {limit} }
+  VALUES ?p { rdfs:label skos:prefLabel schema:name dcterms:title }
+  GRAPH ?g { ?x ?p ?label }
+}"""
 _LABELS = """SELECT ?x ?p ?label ?g WHERE {
   VALUES ?p { rdfs:label skos:prefLabel schema:name dcterms:title }
   GRAPH ?g { ?x ?p ?label }
@@ -40,7 +45,7 @@ _LABELS = """SELECT ?x ?p ?label ?g WHERE {
 class Statement:
     """One triple about the resource and the named graph it lives in."""
 
-    subject: Term
+    subject: ox.NamedNode | ox.BlankNode
     predicate: ox.NamedNode
     object: Term
     graph: ox.NamedNode | None
@@ -145,23 +150,46 @@ class Labels:
         if found is not None:
             return found
         node = ox.NamedNode(iri)
-        best: tuple[tuple[int, int, str], str] | None = None
-        quads = []
-        for row in _select(self.backend, _LABELS, x=node):
-            label, predicate, graph = row.get("label"), row.get("p"), row.get("g")
-            if not isinstance(label, ox.Literal) or not isinstance(predicate, ox.NamedNode):
-                continue
-            quads.append(ox.Quad(node, predicate, label,
-                                 graph if isinstance(graph, ox.NamedNode) else ox.DefaultGraph()))
-            rank = _label_rank(predicate, label)
-            if best is None or rank < best[0]:
-                best = (rank, label.value)
-        found = (best[1] if best else None, tuple(sorted(quads, key=str)))
+        return self._remember({iri: _select(self.backend, _LABELS, x=node)})[iri]
+
+    def prefetch_incoming(self, node: ox.NamedNode, iris: Iterable[str], limit: int) -> None:
+        """Look up, in one query, the labels of (up to ``limit``) subjects pointing at
+        ``node``; ``iris`` are those subjects, remembered as unlabelled if none is found."""
+        wanted = set(iris)
         with self._lock:
-            if len(self._cache) >= self.max_entries:
+            wanted -= set(self._cache)
+        if not wanted:
+            return
+        rows: dict[str, list[dict[str, Term]]] = {iri: [] for iri in wanted}
+        query = _INCOMING_LABELS.replace("{limit}", str(int(limit)))
+        for row in _select(self.backend, query, o=node):
+            subject = row.get("x")
+            if isinstance(subject, ox.NamedNode) and subject.value in rows:
+                rows[subject.value].append(row)
+        self._remember(rows)
+
+    def _remember(self, rows: Mapping[str, list[dict[str, Term]]]
+                  ) -> dict[str, tuple[str | None, tuple[ox.Quad, ...]]]:
+        found_all = {}
+        for iri, iri_rows in rows.items():
+            node = ox.NamedNode(iri)
+            best: tuple[tuple[int, int, str], str] | None = None
+            quads = []
+            for row in iri_rows:
+                label, predicate, graph = row.get("label"), row.get("p"), row.get("g")
+                if not isinstance(label, ox.Literal) or not isinstance(predicate, ox.NamedNode):
+                    continue
+                quads.append(ox.Quad(node, predicate, label, graph if isinstance(
+                    graph, ox.NamedNode) else ox.DefaultGraph()))
+                rank = _label_rank(predicate, label)
+                if best is None or rank < best[0]:
+                    best = (rank, label.value)
+            found_all[iri] = (best[1] if best else None, tuple(sorted(quads, key=str)))
+        with self._lock:
+            if len(self._cache) + len(found_all) >= self.max_entries:
                 self._cache.clear()
-            self._cache[iri] = found
-        return found
+            self._cache.update(found_all)
+        return found_all
 
     def label(self, iri: str) -> str | None:
         return self.lookup(iri)[0]
@@ -198,7 +226,8 @@ def _select(backend: Backend, sparql: str, **bound: ox.NamedNode) -> list[dict[s
 
 def _statement(row: Mapping[str, Term]) -> Statement | None:
     s, p, o, g = row.get("s"), row.get("p"), row.get("o"), row.get("g")
-    if s is None or not isinstance(p, ox.NamedNode) or o is None:
+    if not isinstance(s, (ox.NamedNode, ox.BlankNode)) or not isinstance(p, ox.NamedNode) \
+            or o is None:
         return None
     return Statement(s, p, o, g if isinstance(g, ox.NamedNode) else None)
 
@@ -367,6 +396,10 @@ def describe_resource(
         incoming = incoming[:incoming_limit]
     description = Description(iri=iri, outgoing=outgoing, incoming=incoming,
                               incoming_total=total)
+    if len(incoming) > 20:  # a hub: one query for its neighbours' labels, not one each
+        labels.prefetch_incoming(node, (s.subject.value for s in incoming
+                                        if isinstance(s.subject, ox.NamedNode)),
+                                 incoming_limit + 1)
     kinds = kinds_of(outgoing)
     for query in TABLE_QUERIES:
         if query.kinds & kinds:
@@ -386,8 +419,8 @@ def describe_resource(
             if isinstance(term, ox.NamedNode):
                 linked.add(term.value)
     for table in description.tables:
-        for row in table.rows:
-            linked.update(v.value for v in row.values() if isinstance(v, ox.NamedNode))
+        for table_row in table.rows:
+            linked.update(v.value for v in table_row.values() if isinstance(v, ox.NamedNode))
     for linked_iri in sorted(linked):
         label, quads = labels.lookup(linked_iri)
         if label is not None:
@@ -472,7 +505,7 @@ _PROPERTY_KINDS = {OWL.ObjectProperty.value: "ObjectProperty",
 def _by_subject(quads: Iterable[ox.Quad]) -> dict[str, dict[str, list[Term]]]:
     subjects: dict[str, dict[str, list[Term]]] = {}
     for quad in quads:
-        if isinstance(quad.subject, ox.NamedNode):
+        if isinstance(quad.subject, ox.NamedNode) and not isinstance(quad.object, ox.Triple):
             subjects.setdefault(quad.subject.value, {}).setdefault(
                 quad.predicate.value, []).append(quad.object)
     return subjects
