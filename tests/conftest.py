@@ -200,10 +200,16 @@ class LiveServer:
 
 
 @contextmanager
-def run_live_server(store: Path, log_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
-    """Start the production server on ``store``; stop it and check no process outlives it."""
+def run_live_server(
+    store: Path, log_dir: Path, *, defaults: bool = False, **overrides: Any
+) -> Iterator[LiveServer]:
+    """Start the production server on ``store``; stop it and check no process outlives it.
+
+    The test settings apply unless ``defaults`` asks for the shipped defaults.
+    """
     port = free_port()
-    options = {**TEST_SETTINGS, "store": str(store), "port": port, **overrides}
+    base = {} if defaults else TEST_SETTINGS
+    options = {**base, "store": str(store), "port": port, **overrides}
     code = (
         "import json, sys\n"
         "from sasci_kg.web.config import load_config\n"
@@ -229,7 +235,9 @@ def run_live_server(store: Path, log_dir: Path, **overrides: Any) -> Iterator[Li
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise AssertionError("the server did not stop on SIGTERM:\n" + server.log())
+            raise AssertionError(
+                "the server did not stop on SIGTERM:\n" + server.log()
+            ) from None
         deadline = time.monotonic() + 5
         while any(alive(p) for p in everyone) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Union
+from typing import IO, Any, cast
 
 import pyoxigraph as ox
 
@@ -161,7 +161,7 @@ class GraphWriteJob:
     media_type: str = ""
 
 
-Job = Union[QueryJob, DumpJob, InfoJob, UpdateJob, GraphWriteJob]
+Job = QueryJob | DumpJob | InfoJob | UpdateJob | GraphWriteJob
 
 
 @dataclass(frozen=True)
@@ -192,12 +192,12 @@ def serialize_rdf(
 
     Raises :class:`ResultTooLargeError` as soon as the output passes ``max_bytes``.
     """
-    ordered = sorted(items, key=str)
+    ordered: list[Any] = sorted(items, key=str)
     candidates: dict[str, str] | None = None
     if prefixes and format.name in (*_PREFIXED_FORMATS, "RDF/XML"):
         candidates = _candidate_prefixes(ordered, prefixes)
     writer = _CappedWriter(max_bytes)
-    ox.serialize(ordered, writer, format, prefixes=candidates or None)
+    ox.serialize(ordered, cast(IO[bytes], writer), format, prefixes=candidates or None)
     data = writer.value()
     if candidates and format.name in _PREFIXED_FORMATS:
         data = _tidy_prefixes(data)
@@ -336,14 +336,14 @@ def _serialize_solutions(
     parsed = ox.parse_query_results(bytes(out), ox.QueryResultsFormat.JSON)
     writer = _CappedWriter(max_bytes)
     try:
-        parsed.serialize(writer, ox.QueryResultsFormat.from_media_type(media_type))
+        parsed.serialize(cast(IO[bytes], writer), results_format(media_type))
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
     return writer.value(), rows
 
 
 def _collect(items: Iterable[Any], max_rows: int) -> list[Any]:
-    collected = []
+    collected: list[Any] = []
     for item in items:
         if len(collected) >= max_rows:
             raise ResultTooLargeError("max-rows", max_rows)
@@ -355,9 +355,7 @@ def _capped_rdf(
     items: Sequence[Any], media_type: str, prefixes: Mapping[str, str], max_bytes: int
 ) -> bytes:
     try:
-        return serialize_rdf(
-            items, ox.RdfFormat.from_media_type(media_type), prefixes, max_bytes=max_bytes
-        )
+        return serialize_rdf(items, rdf_format(media_type), prefixes, max_bytes=max_bytes)
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
 
@@ -435,30 +433,33 @@ def _run_query(job: QueryJob, handle: _StoreHandle, conn: Connection) -> Outcome
         raise _syntax_error(exc) from None
     conn.send(("parsed",))
     if isinstance(result, ox.QueryBoolean):
-        return Outcome(result.serialize(format=_results_format(job.media_type)), rows=1)
+        body = result.serialize(format=results_format(job.media_type))
+        assert body is not None
+        return Outcome(body, rows=1)
     if isinstance(result, ox.QuerySolutions):
-        _expect(job.media_type, results=True)
+        results_format(job.media_type)
         body, rows = _serialize_solutions(result, job.media_type, job.max_rows, job.max_bytes)
         return Outcome(body, rows=rows)
-    _expect(job.media_type, results=False)
+    assert isinstance(result, ox.QueryTriples)
+    rdf_format(job.media_type)
     triples = _collect(result, job.max_rows)
     return Outcome(_capped_rdf(triples, job.media_type, job.prefixes, job.max_bytes), len(triples))
 
 
-def _results_format(media_type: str) -> ox.QueryResultsFormat:
-    _expect(media_type, results=True)
-    return ox.QueryResultsFormat.from_media_type(media_type)
+def results_format(media_type: str) -> ox.QueryResultsFormat:
+    """pyoxigraph's results format for a media type (QueryError if it is not one)."""
+    fmt = ox.QueryResultsFormat.from_media_type(media_type)
+    if fmt is None:
+        raise QueryError(f"{media_type} is not a SPARQL results format; this result needs one")
+    return fmt
 
 
-def _expect(media_type: str, *, results: bool) -> None:
-    try:
-        if results:
-            ox.QueryResultsFormat.from_media_type(media_type)
-        else:
-            ox.RdfFormat.from_media_type(media_type)
-    except ValueError:
-        kind = "a results format" if results else "an RDF format"
-        raise QueryError(f"{media_type} is not {kind}; this result needs one") from None
+def rdf_format(media_type: str) -> ox.RdfFormat:
+    """pyoxigraph's RDF format for a media type (QueryError if it is not one)."""
+    fmt = ox.RdfFormat.from_media_type(media_type)
+    if fmt is None:
+        raise QueryError(f"{media_type} is not an RDF format; this result needs one")
+    return fmt
 
 
 def _run_dump(job: DumpJob, handle: _StoreHandle) -> Outcome:
@@ -476,6 +477,7 @@ def _run_dump(job: DumpJob, handle: _StoreHandle) -> Outcome:
         triples = store.query(
             "CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }", use_default_graph_as_union=True
         )
+        assert isinstance(triples, ox.QueryTriples)
         items = list(dict.fromkeys(_collect(triples, job.max_rows)))
     return Outcome(_capped_rdf(items, job.media_type, job.prefixes, job.max_bytes), len(items))
 
@@ -528,7 +530,7 @@ def _apply_write(job: UpdateJob | GraphWriteJob, store: ox.Store) -> dict[str, A
     if job.action == "put" and exists:
         store.clear_graph(graph)
     try:
-        store.load(job.data, format=ox.RdfFormat.from_media_type(job.media_type), to_graph=graph)
+        store.load(job.data, format=rdf_format(job.media_type), to_graph=graph)
     except SyntaxError as exc:
         raise InvalidRdfError(f"the request body is not valid {job.media_type}: {exc}") from None
     if not exists:
