@@ -1,0 +1,214 @@
+"""One error shape for the whole app: RFC 9457 ``application/problem+json`` with ``type``,
+``title``, ``status``, ``detail`` and extension members (``line``/``column``, ``offered``, …).
+
+:func:`problem` builds a response any blueprint can return; :func:`init_app` installs the
+handlers that turn library exceptions, HTTP errors (404, 405, 413, …) and unexpected failures
+into it. No traceback ever reaches a client: unexpected errors are logged and answered 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import (
+    NotFoundError,
+    QueryError,
+    QueryRefusedError,
+    RemoteError,
+    RemoteTimeoutError,
+    SasciKgError,
+    StoreError,
+    StoreLockedError,
+)
+from ..executor import (
+    ExecutorBusyError,
+    InvalidRdfError,
+    QueryTimeoutError,
+    ResultTooLargeError,
+    StoreUnavailableError,
+    WorkerCrashedError,
+)
+from ..guard import (
+    QuerySyntaxError,
+    QueryTooDeepError,
+    QueryTooLargeError,
+    RemoteAccessRefusedError,
+    WrongOperationError,
+)
+from ..vocab import BASE
+from .config import ConfigError
+from .negotiation import ConflictingFormatError, NotAcceptableError
+
+log = logging.getLogger("sasci_kg.web")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = BASE + "problem/"
+
+
+class BadRequestError(SasciKgError):
+    """A request whose parameters are missing, repeated, conflicting or malformed (400)."""
+
+
+class UnsupportedMediaTypeError(SasciKgError):
+    """A request body in a content type this route does not take (415)."""
+
+    def __init__(self, message: str, accepted: list[str]):
+        super().__init__(message)
+        self.accepted = accepted
+
+
+class UnauthorizedError(SasciKgError):
+    """A write without a valid bearer token (401)."""
+
+    def __init__(self, message: str, *, token_given: bool):
+        super().__init__(message)
+        self.token_given = token_given
+
+
+class ForbiddenError(SasciKgError):
+    """A write on an endpoint whose writes are switched off (403)."""
+
+
+class PayloadTooLargeError(SasciKgError):
+    """A request body over this route's size limit (413)."""
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """A problem+json response. ``slug`` names the problem type (under ``…/problem/``)."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    response = Response(
+        json.dumps(body, ensure_ascii=False, indent=2) + "\n",
+        status=status,
+        content_type=PROBLEM_JSON,
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+# (exception class, status, slug, title) — the first class that matches wins.
+_MAP: list[tuple[type[BaseException], int, str, str]] = [
+    (QuerySyntaxError, 400, "syntax-error", "SPARQL syntax error"),
+    (QueryTooLargeError, 413, "query-too-large", "Query too large"),
+    (QueryTooDeepError, 400, "query-too-deep", "Query nested too deeply"),
+    (RemoteAccessRefusedError, 403, "remote-access-refused", "SERVICE or LOAD refused"),
+    (WrongOperationError, 400, "wrong-operation", "Wrong operation for this endpoint"),
+    (QueryTimeoutError, 504, "query-timeout", "Query time limit reached"),
+    (ResultTooLargeError, 507, "result-too-large", "Result over this endpoint's cap"),
+    (ExecutorBusyError, 503, "busy", "Too many queries at once"),
+    (WorkerCrashedError, 500, "worker-crashed", "Query worker crashed"),
+    (StoreLockedError, 503, "store-busy", "The store is being written"),
+    (RemoteTimeoutError, 504, "remote-timeout", "The SPARQL engine did not answer in time"),
+    (RemoteError, 502, "remote-error", "The SPARQL engine failed"),
+    (StoreUnavailableError, 503, "store-unavailable", "Store unavailable"),
+    (InvalidRdfError, 400, "invalid-rdf", "Invalid RDF"),
+    (NotAcceptableError, 406, "not-acceptable", "Not acceptable"),
+    (ConflictingFormatError, 400, "bad-request", "Conflicting parameters"),
+    (BadRequestError, 400, "bad-request", "Bad request"),
+    (UnsupportedMediaTypeError, 415, "unsupported-media-type", "Unsupported media type"),
+    (UnauthorizedError, 401, "unauthorized", "Authentication required"),
+    (ForbiddenError, 403, "forbidden", "Forbidden"),
+    (PayloadTooLargeError, 413, "payload-too-large", "Request body too large"),
+    (NotFoundError, 404, "not-found", "Not found"),
+    (QueryRefusedError, 403, "query-refused", "Query refused"),
+    (QueryError, 400, "query-error", "Query cannot run"),
+    (ConfigError, 500, "internal-error", "Server misconfigured"),
+    (StoreError, 500, "store-error", "Store error"),
+]
+
+
+def problem_for(exc: SasciKgError) -> Response:
+    """The problem response for a library exception."""
+    status, slug, title = next(
+        ((status, slug, title) for cls, status, slug, title in _MAP if isinstance(exc, cls)),
+        (500, "internal-error", "Internal error"),
+    )
+    extra: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    if isinstance(exc, (QuerySyntaxError, QueryTooDeepError)):
+        extra.update(line=exc.line, column=exc.column)
+    if isinstance(exc, QueryTooLargeError):
+        extra.update(limit=exc.limit, size=exc.size)
+    if isinstance(exc, QueryTooDeepError):
+        extra.update(limit=exc.limit)
+    if isinstance(exc, RemoteAccessRefusedError):
+        extra.update(keyword=exc.keyword, iri=exc.iri)
+    if isinstance(exc, QueryTimeoutError):
+        extra.update(limit_seconds=exc.limit)
+    if isinstance(exc, ResultTooLargeError):
+        extra.update(cap=exc.cap, limit=exc.limit)
+    if isinstance(exc, ExecutorBusyError):
+        headers["Retry-After"] = str(exc.retry_after)
+        extra.update(retry_after=exc.retry_after)
+    if isinstance(exc, (StoreLockedError, StoreUnavailableError)):
+        headers["Retry-After"] = "2"
+    if isinstance(exc, NotAcceptableError):
+        extra.update(offered=exc.offered)
+    if isinstance(exc, UnsupportedMediaTypeError):
+        extra.update(accepted=exc.accepted)
+    if isinstance(exc, UnauthorizedError):
+        challenge = 'Bearer realm="sasci-kg"'
+        if exc.token_given:
+            challenge += ', error="invalid_token"'
+        headers["WWW-Authenticate"] = challenge
+    if status >= 500 and not isinstance(
+        exc, (ExecutorBusyError, StoreLockedError, StoreUnavailableError, ResultTooLargeError)
+    ):
+        log.error("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
+    return problem(status, slug, title, str(exc), headers=headers, **extra)
+
+
+def _http_problem(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    headers = {
+        k: v for k, v in exc.get_headers() if k.lower() not in ("content-type", "content-length")
+    }
+    extra: dict[str, Any] = {}
+    detail = exc.description or exc.name
+    if status == 405:
+        allow = headers.get("Allow", "")
+        extra["allowed"] = [m.strip() for m in allow.split(",") if m.strip()]
+        detail = f"{request.method} is not allowed here; use one of: {allow}"
+    elif status == 404:
+        detail = f"nothing at {request.path}"
+    elif status == 413:
+        detail = "the request body is larger than this endpoint accepts"
+    slug = exc.name.lower().replace(" ", "-")
+    return problem(status, slug, exc.name, detail, headers=headers, **extra)
+
+
+def _unexpected(exc: Exception) -> Response:
+    # Log the traceback server-side; the client only learns that something failed.
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return problem(
+        500, "internal-error", "Internal error",
+        "an unexpected error happened; it has been logged",
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Install the handlers that give every error the problem+json shape."""
+    app.register_error_handler(SasciKgError, problem_for)
+    app.register_error_handler(HTTPException, _http_problem)
+    app.register_error_handler(Exception, _unexpected)
+
