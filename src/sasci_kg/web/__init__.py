@@ -1,0 +1,159 @@
+"""The web app: :func:`create_app` builds a Flask app from a :class:`ServerConfig`.
+
+It wires the blueprints (all registered in :func:`register_blueprints`), the problem+json error
+handlers, CORS for reads, ``X-Forwarded-*`` handling when configured, and an access log.
+There is no module-level app; :func:`close_app` stops the worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Flask, Response, current_app, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import ServerConfig, load_config
+
+access_log = logging.getLogger("sasci_kg.access")
+
+# CORS: reads are open to every origin; writes never are. GET and HEAD are reads everywhere;
+# POST is a read only on the endpoints listed here (a blueprint whose POST only reads adds its
+# endpoint name to app.config["SASCI_KG_READ_POST_ENDPOINTS"]).
+READ_METHODS = ("GET", "HEAD")
+SAFE_REQUEST_HEADERS = ("accept", "accept-language", "content-language", "content-type")
+EXPOSED_HEADERS = "Content-Disposition, Retry-After, Server-Timing, X-Result-Rows"
+
+
+def create_app(config: ServerConfig | None = None) -> Flask:
+    """Build the app. Without ``config``, settings come from the environment (see config)."""
+    from .problems import init_app as init_problems
+    from .sparql import Runtime
+
+    config = config or load_config()
+    app = Flask(__name__)
+    app.config["SASCI_KG"] = config
+    app.config["MAX_CONTENT_LENGTH"] = max(config.max_body_bytes, config.max_upload_bytes)
+    app.config["SASCI_KG_READ_POST_ENDPOINTS"] = {"sparql.query"}
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["sasci_kg"] = Runtime(config)
+    init_problems(app)
+    register_blueprints(app)
+    if config.cors:
+        app.after_request(_cors)
+    wsgi: Callable[..., Any] = app.wsgi_app
+    if config.trusted_proxies:
+        n = config.trusted_proxies
+        wsgi = ProxyFix(wsgi, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+    app.wsgi_app = AccessLog(wsgi)  # type: ignore[method-assign]
+    return app
+
+
+def register_blueprints(app: Flask) -> None:
+    """Every blueprint of the app, in one place."""
+    from . import graphstore, resources, sparql, ui
+
+    app.register_blueprint(sparql.bp)
+    app.register_blueprint(graphstore.bp)
+    app.register_blueprint(ui.bp)
+    app.register_blueprint(resources.bp)
+
+
+def close_app(app: Flask) -> None:
+    """Stop the app's worker processes (the server calls this when a worker exits)."""
+    runtime = app.extensions.get("sasci_kg")
+    if runtime is not None:
+        runtime.close()
+
+
+def _cors(response: Response) -> Response:
+    """Fetch standard CORS: ``*`` for reads, nothing at all for writes (or their preflights)."""
+    read_post = request.endpoint in current_app.config["SASCI_KG_READ_POST_ENDPOINTS"]
+    if request.method == "OPTIONS":
+        wanted = request.headers.get("Access-Control-Request-Method", "").upper()
+        allowed = {m.strip() for m in response.headers.get("Allow", "").split(",")}
+        is_read = wanted in READ_METHODS or (wanted == "POST" and read_post)
+        if request.headers.get("Origin") and is_read and wanted in allowed:
+            methods = [*READ_METHODS, "POST"] if read_post else list(READ_METHODS)
+            asked = request.headers.get("Access-Control-Request-Headers", "")
+            headers = [h.strip() for h in asked.split(",") if h.strip().lower() in
+                       SAFE_REQUEST_HEADERS]
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            response.headers["Access-Control-Allow-Methods"] = ", ".join(methods)
+            if headers:
+                response.headers["Access-Control-Allow-Headers"] = ", ".join(headers)
+            response.headers["Access-Control-Max-Age"] = "600"
+        return response
+    if request.method in READ_METHODS or (request.method == "POST" and read_post):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+    return response
+
+
+class AccessLog:
+    """WSGI middleware: one log line per request, to the ``sasci_kg.access`` logger.
+
+    ``method path?names status duration bytes``: query-string values are left out (they can
+    hold queries, tokens or personal data); only the parameter names are kept.
+    """
+
+    def __init__(self, app: Callable[..., Any]):
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started = time.perf_counter()
+        seen: dict[str, str] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"] = status.split(" ", 1)[0]
+            return start_response(status, headers, exc_info)
+
+        body = self.app(environ, capture)
+        return _Logged(body, environ, seen, started)
+
+
+class _Logged:
+    """The response body, passed through; logs the line once the body is sent or closed."""
+
+    def __init__(self, body: Iterable[bytes], environ: dict[str, Any], seen: dict[str, str],
+                 started: float):
+        self.body = body
+        self.environ = environ
+        self.seen = seen
+        self.started = started
+        self.sent = 0
+        self.logged = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.body:
+            self.sent += len(chunk)
+            yield chunk
+        self._log()
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._log()
+
+    def _log(self) -> None:
+        if self.logged:
+            return
+        self.logged = True
+        path = self.environ.get("PATH_INFO", "")
+        query = parse_qsl(self.environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if query:
+            path += "?" + "&".join(f"{name}=…" for name in dict.fromkeys(n for n, _ in query))
+        access_log.info(
+            "%s %s %s %.1fms %dB",
+            self.environ.get("REQUEST_METHOD", "-"), path, self.seen.get("status", "-"),
+            (time.perf_counter() - self.started) * 1000, self.sent,
+        )
+
+
+__all__ = ["ServerConfig", "close_app", "create_app", "load_config", "register_blueprints"]

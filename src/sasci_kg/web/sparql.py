@@ -1,0 +1,479 @@
+"""The SPARQL 1.1 Protocol: queries at ``/sparql`` (alias ``/query``), updates at ``/update``,
+the service description, and ``/healthz``.
+
+A request is read (parameters decoded once; duplicates and conflicts refused), checked by
+:mod:`sasci_kg.guard` (size, nesting, SERVICE/LOAD) and negotiated before any work; then the
+query runs, is capped and is serialised in a killable worker (:mod:`sasci_kg.executor`), so the
+status line is only sent once the whole body exists. Other blueprints run queries through
+:func:`execute_query` and reach the shared state through :func:`get_runtime`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyoxigraph as ox
+from flask import Blueprint, Response, current_app, redirect, request, url_for
+from werkzeug.datastructures import CombinedMultiDict, MultiDict
+from werkzeug.wrappers import Response as BaseResponse
+
+from ..executor import (
+    ExecutorBusyError,
+    InfoJob,
+    Outcome,
+    QueryJob,
+    QueryTimeoutError,
+    StoreUnavailableError,
+    UpdateJob,
+    WorkerCrashedError,
+    WorkerPool,
+    rdf_format,
+    serialize_rdf,
+)
+from ..guard import Checked, Policy, check_query, check_update
+from ..store import store_generation
+from ..vocab import DCTERMS, PREFIXES, RDF, RDFS, SD, SH, VOID, XSD, Namespace
+from .config import ServerConfig
+from .negotiation import (
+    FORMAT_PARAMETERS,
+    GRAPH_FORMATS,
+    RESULT_FORMATS,
+    Format,
+    choose_format,
+    content_disposition,
+    wants_html,
+)
+from .problems import (
+    BadRequestError,
+    ForbiddenError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+    problem,
+)
+
+bp = Blueprint("sparql", __name__)
+
+ENTAILMENT = Namespace("http://www.w3.org/ns/entailment/")
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+# Parameters that may appear once only (SPARQL 1.1 Protocol §2.1: one query per request).
+SINGLE_VALUED = ("query", "update", "timeout", "download")
+
+
+# ---------------------------------------------------------------------------------------
+# Shared state: the worker pools and a per-generation cache of the dataset's shape.
+
+
+class Runtime:
+    """The app's worker pools (created lazily, per process) and cached store facts."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.policy = Policy(
+            max_bytes=config.max_query_bytes,
+            max_depth=config.max_depth,
+            service_allow=config.service_allow,
+            default_prefixes=PREFIXES,
+        )
+        self._lock = threading.Lock()
+        self._pool: WorkerPool | None = None
+        self._writer: WorkerPool | None = None
+        self._info: Mapping[str, Any] | None = None
+
+    def pool(self) -> WorkerPool:
+        """The query pool of this process (a forked server process gets its own)."""
+        with self._lock:
+            if self._pool is None or self._pool.owner_pid != os.getpid():
+                c = self.config
+                self._pool = WorkerPool(
+                    c.store,
+                    size=c.query_workers,
+                    max_waiting=c.queue_size,
+                    wait_timeout=c.queue_timeout,
+                    memory_limit_mb=c.worker_memory_mb,
+                )
+            return self._pool
+
+    def writer(self) -> WorkerPool:
+        """The single writer process (only when updates are enabled)."""
+        with self._lock:
+            if self._writer is None or self._writer.owner_pid != os.getpid():
+                c = self.config
+                self._writer = WorkerPool(
+                    c.store, size=1, max_waiting=4, wait_timeout=c.queue_timeout,
+                    memory_limit_mb=c.worker_memory_mb, writer=True,
+                )
+            return self._writer
+
+    def info(self, *, wait: float | None = None) -> Mapping[str, Any]:
+        """Named graphs and quad count, computed once per store generation."""
+        generation = store_generation(self.config.store)
+        if generation is None:
+            raise StoreUnavailableError(f"{self.config.store}: no store here")
+        with self._lock:
+            cached = self._info
+        if cached is not None and tuple(cached["generation"] or ()) == generation:
+            return cached
+        outcome = self.pool().run(InfoJob(), timeout=self.config.timeout, wait=wait)
+        with self._lock:
+            self._info = outcome.info
+        return outcome.info
+
+    def cached_info(self) -> Mapping[str, Any] | None:
+        with self._lock:
+            return self._info
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        with self._lock:
+            pools = [p for p in (self._pool, self._writer) if p is not None]
+            self._pool = self._writer = None
+        for pool in pools:
+            pool.close()
+
+
+def get_config() -> ServerConfig:
+    """The configuration of the current app."""
+    config: ServerConfig = current_app.config["SASCI_KG"]
+    return config
+
+
+def get_runtime() -> Runtime:
+    """The worker pools and store facts of the current app."""
+    runtime: Runtime = current_app.extensions["sasci_kg"]
+    return runtime
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the request.
+
+
+def single(params: MultiDict[str, str], name: str) -> str | None:
+    """The one value of a parameter; 400 if it is repeated."""
+    values = params.getlist(name)
+    if len(values) > 1:
+        raise BadRequestError(f"the {name} parameter is given {len(values)} times; send it once")
+    return values[0] if values else None
+
+
+def read_operation(kind: str) -> tuple[MultiDict[str, str], str | None]:
+    """The parameters and the operation text (``kind``: query or update) of a request.
+
+    GET reads the URL. POST takes ``application/x-www-form-urlencoded`` (decoded once, by
+    Werkzeug) or ``application/sparql-{kind}`` (the body is the text). A single-valued
+    parameter in both the URL and the body is refused rather than guessed.
+    """
+    if request.method != "POST":
+        return request.args, single(request.args, kind)
+    request.max_content_length = get_config().max_body_bytes
+    mimetype = request.mimetype
+    if mimetype == FORM_URLENCODED:
+        form = request.form
+        for name in SINGLE_VALUED:
+            if name in form and name in request.args:
+                raise BadRequestError(
+                    f"the {name} parameter is in both the URL and the body; send it once"
+                )
+        params: MultiDict[str, str] = CombinedMultiDict([form, request.args])
+        return params, single(params, kind)
+    if mimetype == f"application/sparql-{kind}":
+        charset = request.mimetype_params.get("charset", "utf-8").lower()
+        if charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaTypeError(
+                f"the body must be UTF-8, not {charset}", [f"application/sparql-{kind}"]
+            )
+        if kind in request.args:
+            raise BadRequestError(
+                f"the {kind} is both in the body and in the URL's {kind} parameter; send it once"
+            )
+        try:
+            text = request.get_data(cache=False).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequestError(f"the body is not valid UTF-8 ({exc})") from None
+        return request.args, text
+    accepted = [FORM_URLENCODED, f"application/sparql-{kind}"]
+    raise UnsupportedMediaTypeError(
+        f"a {kind} POST must be {' or '.join(accepted)}, not {mimetype or 'untyped'}", accepted
+    )
+
+
+def graph_iris(params: MultiDict[str, str], name: str) -> list[str]:
+    """The values of a graph-IRI parameter, each checked to be an absolute IRI."""
+    values = params.getlist(name)
+    for value in values:
+        check_absolute_iri(value, name)
+    return values
+
+
+def check_absolute_iri(value: str, name: str) -> None:
+    """400 unless ``value`` is an absolute IRI."""
+    problem_text = f"{name}={value!r} is not an absolute IRI (like https://example.org/graph)"
+    if ":" not in value:
+        raise BadRequestError(problem_text)
+    try:
+        ox.NamedNode(value)
+    except ValueError:
+        raise BadRequestError(problem_text) from None
+
+
+def time_limit(params: MultiDict[str, str]) -> float:
+    """The ``timeout`` parameter in seconds, clamped to the maximum; the default without one."""
+    config = get_config()
+    raw = single(params, "timeout")
+    if raw is None or raw == "":
+        return config.timeout
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise BadRequestError(f"timeout={raw!r} is not a positive number of seconds (like 5)")
+    return min(value, config.max_timeout)
+
+
+def wants_download(params: MultiDict[str, str]) -> bool:
+    value = single(params, "download")
+    return value is not None and value.lower() not in ("0", "false", "no", "off")
+
+
+def format_overrides(params: MultiDict[str, str]) -> list[str]:
+    return [v for name in FORMAT_PARAMETERS for v in params.getlist(name) if v.strip()]
+
+
+def negotiated(params: MultiDict[str, str], offered: Sequence[Format]) -> Format:
+    """The response format for this request among ``offered`` (406/400 on failure)."""
+    return choose_format(request.headers.get("Accept"), format_overrides(params), offered)
+
+
+def rdf_response(
+    body: bytes, fmt: Format, *, download: str | None = None, status: int = 200
+) -> Response:
+    """A negotiated response: the right Content-Type, ``Vary: Accept``, optional download."""
+    response = Response(body, status=status, content_type=fmt.content_type)
+    response.headers["Vary"] = "Accept"
+    if download:
+        response.headers["Content-Disposition"] = content_disposition(fmt, download)
+    return response
+
+
+# ---------------------------------------------------------------------------------------
+# Running queries (for this blueprint and the others).
+
+
+def execute_query(
+    text: str,
+    fmt: Format,
+    *,
+    timeout: float | None = None,
+    default_graph: Sequence[str] | None = None,
+    named_graphs: Sequence[str] | None = None,
+    checked: Checked | None = None,
+) -> Outcome:
+    """Check and run a query in a worker, serialised as ``fmt``; raises library errors."""
+    runtime = get_runtime()
+    config = runtime.config
+    checked = checked or check_query(text, runtime.policy)
+    dataset = bool(default_graph) or bool(named_graphs)
+    job = QueryJob(
+        sparql=text,
+        media_type=fmt.media_type,
+        prefixes=PREFIXES,
+        default_graph=tuple(default_graph or ()) if dataset else None,
+        named_graphs=tuple(named_graphs or ()) if dataset else None,
+        # pyoxigraph ignores FROM when asked for the union, so honour the query's own dataset.
+        union=not checked.has_dataset_clause,
+        max_rows=config.max_rows,
+        max_bytes=config.max_result_bytes,
+    )
+    return runtime.pool().run(job, timeout=timeout or config.timeout)
+
+
+def offered_for(checked: Checked) -> Sequence[Format]:
+    """The formats a query's result can take: RDF for CONSTRUCT/DESCRIBE, a table otherwise."""
+    return GRAPH_FORMATS if checked.returns_graph else RESULT_FORMATS
+
+
+@bp.route("/query", methods=["GET", "HEAD", "POST"], endpoint="query")
+@bp.route("/sparql", methods=["GET", "HEAD", "POST"], endpoint="query")  # first: url_for's pick
+def query() -> BaseResponse:
+    """SPARQL 1.1 Protocol §2.1: the query operation; without a query, the description."""
+    params, text = read_operation("query")
+    if text is None:
+        if request.method == "POST":
+            raise BadRequestError("no query: send it as the query parameter or the body")
+        return service_description(params)
+    if not text.strip():
+        raise BadRequestError("the query parameter is empty")
+    default_graph = graph_iris(params, "default-graph-uri")
+    named_graphs = graph_iris(params, "named-graph-uri")
+    limit = time_limit(params)
+    download = wants_download(params)
+    checked = check_query(text, get_runtime().policy)
+    fmt = negotiated(params, offered_for(checked))
+    outcome = execute_query(
+        text, fmt, timeout=limit, default_graph=default_graph, named_graphs=named_graphs,
+        checked=checked,
+    )
+    response = rdf_response(outcome.body, fmt, download="query-result" if download else None)
+    response.headers["X-Result-Rows"] = str(outcome.rows)
+    response.headers["Server-Timing"] = f"exec;dur={outcome.seconds * 1000:.1f}"
+    return response
+
+
+# ---------------------------------------------------------------------------------------
+# Updates: off unless enabled, and then only with the bearer token.
+
+
+def require_write_access() -> None:
+    """403 when writes are off; 401 without the right bearer token (compared in constant time)."""
+    config = get_config()
+    if not config.updates or not config.update_token:
+        raise ForbiddenError(
+            "this endpoint is read-only: updates and Graph Store writes are disabled"
+        )
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise UnauthorizedError(
+            "writes need an `Authorization: Bearer <token>` header", token_given=bool(header)
+        )
+    if not hmac.compare_digest(token.encode("utf-8"), config.update_token.encode("utf-8")):
+        raise UnauthorizedError("the bearer token is not valid", token_given=True)
+
+
+@bp.route("/update", methods=["POST"])
+def update() -> Response:
+    """SPARQL 1.1 Protocol §2.2: the update operation (writes a staging copy, then swaps)."""
+    require_write_access()
+    params, text = read_operation("update")
+    if text is None or not text.strip():
+        raise BadRequestError("no update: send it as the update parameter or the body")
+    for name in ("using-graph-uri", "using-named-graph-uri"):
+        if name in params:
+            raise BadRequestError(f"{name} is not supported; write USING in the update instead")
+    limit = time_limit(params)
+    runtime = get_runtime()
+    check_update(text, runtime.policy)
+    runtime.writer().run(UpdateJob(text, prefixes=PREFIXES), timeout=limit)
+    return Response(status=204)
+
+
+# ---------------------------------------------------------------------------------------
+# Service description (SPARQL 1.1 Service Description), generated from the configuration.
+
+
+def _has_query_page() -> bool:
+    return any(rule.rule == "/" for rule in current_app.url_map.iter_rules())
+
+
+def service_description(params: MultiDict[str, str]) -> BaseResponse:
+    """The description in RDF (Turtle by default); a browser goes to the query page."""
+    if (
+        not format_overrides(params)
+        and wants_html(request.headers.get("Accept"), GRAPH_FORMATS)
+        and _has_query_page()
+    ):
+        response = redirect(request.script_root + "/", code=303)
+        response.headers["Vary"] = "Accept"
+        return response
+    fmt = negotiated(params, GRAPH_FORMATS)
+    triples = describe_service(url_for("sparql.query", _external=True), get_runtime())
+    body = serialize_rdf(triples, rdf_format(fmt.media_type), PREFIXES)
+    download = "service-description" if wants_download(params) else None
+    return rdf_response(body, fmt, download=download)
+
+
+def describe_service(endpoint: str, runtime: Runtime) -> list[ox.Triple]:
+    """The SD triples: endpoint, languages, formats, features, dataset, default prefixes."""
+    config = runtime.config
+    info = runtime.info()
+    node = ox.NamedNode
+    service = node(endpoint + "#service")
+    dataset = node(endpoint + "#dataset")
+    default_graph = node(endpoint + "#default-graph")
+    triples: list[ox.Triple] = []
+
+    def add(s: ox.NamedNode, p: ox.NamedNode, o: ox.NamedNode | ox.Literal) -> None:
+        triples.append(ox.Triple(s, p, o))
+
+    add(service, RDF.type, SD.Service)
+    add(service, SD.endpoint, node(endpoint))
+    add(service, DCTERMS.title, ox.Literal("sasci-kg SPARQL endpoint"))
+    add(service, SD.supportedLanguage, SD.SPARQL11Query)
+    if config.updates:
+        add(service, SD.supportedLanguage, SD.SPARQL11Update)
+    for fmt in (*RESULT_FORMATS, *GRAPH_FORMATS):
+        add(service, SD.resultFormat, node(fmt.iri))
+    add(service, SD.feature, SD.UnionDefaultGraph)
+    if config.service_allow:
+        add(service, SD.feature, SD.BasicFederatedQuery)
+    add(service, SD.defaultEntailmentRegime, ENTAILMENT.Simple)
+    limits = (
+        f"Read-only unless updates are enabled. Limits: query text {config.max_query_bytes} "
+        f"bytes, nesting depth {config.max_depth}, time {config.timeout:g} s by default "
+        f"(timeout parameter up to {config.max_timeout:g} s; over it: 504), results "
+        f"{config.max_rows} rows and {config.max_result_bytes} bytes (over them: 507), "
+        f"{config.query_workers} queries at once (then 503 with Retry-After)."
+    )
+    if config.service_allow:
+        limits += (
+            " SERVICE may call only IRIs under: " + ", ".join(config.service_allow) + ". Hosts "
+            "that resolve to internal addresses are refused, but the engine resolves the host "
+            "again when it connects, so a DNS answer that changes in between (DNS rebinding) "
+            "is a residual risk."
+        )
+    else:
+        limits += " SERVICE and LOAD are refused."
+    add(service, RDFS.comment, ox.Literal(limits))
+    add(service, SD.defaultDataset, dataset)
+    add(dataset, RDF.type, SD.Dataset)
+    add(dataset, SD.defaultGraph, default_graph)
+    add(default_graph, RDF.type, SD.Graph)
+    add(default_graph, RDFS.comment, ox.Literal("The union of all the named graphs."))
+    add(default_graph, VOID.triples, ox.Literal(str(info["quads"]), datatype=XSD.integer))
+    for graph in info["graphs"]:
+        named = node(endpoint + "#graph-" + hashlib.sha256(graph.encode()).hexdigest()[:12])
+        add(dataset, SD.namedGraph, named)
+        add(named, RDF.type, SD.NamedGraph)
+        add(named, SD.name, node(graph))
+    for name, namespace in sorted(PREFIXES.items()):
+        declaration = node(f"{endpoint}#prefix-{name}")
+        add(service, SH.declare, declaration)
+        add(declaration, SH.prefix, ox.Literal(name))
+        add(declaration, SH.namespace, ox.Literal(namespace, datatype=XSD.anyURI))
+    return triples
+
+
+# ---------------------------------------------------------------------------------------
+# Health.
+
+
+@bp.route("/healthz", methods=["GET", "HEAD"])
+def healthz() -> Response:
+    """Store reachable, its generation, quads (cached per generation), worker pool state."""
+    runtime = get_runtime()
+    generation = store_generation(runtime.config.store)
+    if generation is None:
+        return problem(503, "store-unavailable", "Store unavailable",
+                       "the store directory is missing", state="unavailable")
+    body: dict[str, Any] = {"status": "ok", "generation": f"{generation[0]}-{generation[1]}"}
+    try:
+        info = runtime.info(wait=0.5)  # do not queue behind slow queries
+        body.update(quads=info["quads"], graphs=len(info["graphs"]))
+    except StoreUnavailableError as exc:
+        return problem(503, "store-unavailable", "Store unavailable", str(exc),
+                       state="unavailable")
+    except (ExecutorBusyError, QueryTimeoutError, WorkerCrashedError):
+        # Busy or slow: say so rather than queue behind the queries.
+        body.update(quads=None, graphs=None, note="workers busy; counts not refreshed")
+    body["workers"] = runtime.pool().stats()
+    response = Response(json.dumps(body) + "\n", content_type="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response

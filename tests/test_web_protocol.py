@@ -1,0 +1,600 @@
+"""The SPARQL 1.1 Protocol through Flask's test client: the three bindings, parameters,
+content negotiation, status codes, the service description, the Graph Store Protocol (read),
+CORS, the problem+json shape, health and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pyoxigraph as ox
+import pytest
+import rdflib
+from conftest import GRAPH_A, GRAPH_B, app_for, make_config
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.datastructures import MultiDict
+from werkzeug.test import TestResponse
+
+from sasci_kg.vocab import PREFIXES
+from sasci_kg.web import close_app, create_app
+
+NAMES = "SELECT ?name WHERE { ?s schema:name ?name } ORDER BY ?name"
+CONSTRUCT = "CONSTRUCT { ?s schema:name ?n } WHERE { ?s schema:name ?n }"
+JSON = "application/sparql-results+json"
+PROBLEM = "application/problem+json"
+
+
+def names(response: TestResponse) -> list[str]:
+    data = json.loads(response.data)
+    return [b["name"]["value"] for b in data["results"]["bindings"]]
+
+
+def assert_problem(response: TestResponse, status: int, slug: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.data
+    assert response.mimetype == PROBLEM
+    body = json.loads(response.data)
+    assert body["status"] == status and body["title"] and body["detail"]
+    if slug:
+        assert body["type"].endswith("/problem/" + slug)
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
+ALL_NAMES = ["50%25 Fund", "Ada Lovelace", 'Bob "Quote" Smith', "Cy", "Engine Works"]
+
+
+# ---------------------------------------------------------------------------------------
+# The three bindings and their parameters.
+
+
+@pytest.mark.parametrize("path", ["/sparql", "/query"])
+def test_get_post_form_and_post_direct_agree(client: FlaskClient, path: str) -> None:
+    get = client.get(path, query_string={"query": NAMES})
+    form = client.post(path, data={"query": NAMES})
+    direct = client.post(path, data=NAMES, content_type="application/sparql-query")
+    for response in (get, form, direct):
+        assert response.status_code == 200, response.data
+        assert response.mimetype == JSON
+        assert names(response) == ALL_NAMES
+    assert get.data == form.data == direct.data
+
+
+def test_form_body_is_decoded_exactly_once(client: FlaskClient) -> None:
+    query = 'SELECT ?x WHERE { BIND("50%25 and a+b" AS ?x) }'
+    for response in (
+        client.post("/sparql", data={"query": query}),
+        client.get("/sparql", query_string={"query": query}),
+    ):
+        value = json.loads(response.data)["results"]["bindings"][0]["x"]["value"]
+        assert value == "50%25 and a+b"
+    hit = client.post("/sparql", data={"query": 'ASK { ?s schema:name "50%25 Fund" }'})
+    assert json.loads(hit.data)["boolean"] is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "GET", "query_string": [("query", NAMES), ("query", NAMES)]}, "2 times"),
+        ({"method": "POST", "query_string": {"query": NAMES}, "data": {"query": NAMES}},
+         "both the URL and the body"),
+        ({"method": "POST", "query_string": {"query": NAMES}, "data": NAMES,
+          "content_type": "application/sparql-query"}, "both in the body"),
+        ({"method": "POST", "data": MultiDict([("query", NAMES), ("query", "ASK {}")])},
+         "2 times"),
+        ({"method": "GET", "query_string": [("query", NAMES), ("timeout", "1"),
+                                            ("timeout", "2")]}, "timeout"),
+        ({"method": "POST", "data": {"format": "json"}}, "no query"),
+        ({"method": "GET", "query_string": {"query": "  "}}, "empty"),
+    ],
+)
+def test_duplicate_conflicting_or_missing_parameters_are_400(
+    client: FlaskClient, kwargs: dict[str, Any], message: str
+) -> None:
+    body = assert_problem(client.open("/sparql", **kwargs), 400)
+    assert message in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data"),
+    [("text/plain", NAMES), ("application/json", '{"query": "ASK {}"}'), (None, NAMES),
+     ("application/sparql-query; charset=latin-1", NAMES),
+     ("application/sparql-update", "INSERT DATA { <a:b> <a:c> <a:d> }")],
+)
+def test_wrong_content_type_is_415(
+    client: FlaskClient, content_type: str | None, data: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = assert_problem(client.post("/sparql", data=data, headers=headers), 415)
+    assert "application/sparql-query" in body["accepted"]
+
+
+def test_invalid_utf8_body_is_400(client: FlaskClient) -> None:
+    response = client.post("/sparql", data=b"ASK { ?s ?p '\xff' }",
+                           content_type="application/sparql-query")
+    assert_problem(response, 400)
+
+
+def test_unknown_parameters_are_ignored(client: FlaskClient) -> None:
+    response = client.get("/sparql", query_string={"query": NAMES, "callback": "x", "zzz": "1"})
+    assert response.status_code == 200 and names(response) == ALL_NAMES
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("PUT", "/sparql", {"GET", "HEAD", "POST"}), ("DELETE", "/query", {"GET", "HEAD", "POST"}),
+     ("GET", "/update", {"POST"}), ("PATCH", "/rdf-graph-store", {"GET", "HEAD", "PUT"}),
+     ("POST", "/healthz", {"GET"})],
+)
+def test_wrong_method_is_405_with_allow(
+    client: FlaskClient, method: str, path: str, allowed: set[str]
+) -> None:
+    response = client.open(path, method=method)
+    body = assert_problem(response, 405)
+    header = {m.strip() for m in response.headers["Allow"].split(",")}
+    assert allowed <= header and allowed <= set(body["allowed"])
+
+
+def test_head_and_options(client: FlaskClient) -> None:
+    get = client.get("/sparql", query_string={"query": NAMES})
+    head = client.head("/sparql", query_string={"query": NAMES})
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Content-Length"] == str(len(get.data))
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    options = client.options("/sparql")
+    assert options.status_code == 200
+    assert {"GET", "POST", "HEAD", "OPTIONS"} <= {
+        m.strip() for m in options.headers["Allow"].split(",")
+    }
+
+
+def test_syntax_error_is_400_with_line_and_column(client: FlaskClient) -> None:
+    response = client.get("/sparql", query_string={"query": "SELECT *\nWHERE { ?s ?p }"})
+    body = assert_problem(response, 400, "syntax-error")
+    assert body["line"] == 2 and body["column"] in (15, 16)
+    unterminated = client.get("/sparql", query_string={"query": "ASK {\n ?s ?p 'x }"})
+    body = assert_problem(unterminated, 400, "syntax-error")
+    assert (body["line"], body["column"]) == (2, 8)
+
+
+def test_default_prefixes_apply_without_prefix_lines(client: FlaskClient) -> None:
+    query = "SELECT ?p WHERE { ?p a schema:Person ; schema:affiliation organisation:engine }"
+    response = client.get("/sparql", query_string={"query": query, "format": "csv"})
+    assert response.status_code == 200
+    assert sorted(response.get_data(as_text=True).split()[1:]) == [
+        "https://w3id.org/sasci-kg/id/person/ada", "https://w3id.org/sasci-kg/id/person/cy"
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# Dataset: the union by default, GRAPH still isolates, protocol and FROM datasets.
+
+
+def count(client: FlaskClient, query: str, **params: Any) -> str:
+    response = client.get("/sparql", query_string={"query": query, "format": "csv", **params})
+    assert response.status_code == 200, response.data
+    return response.get_data(as_text=True).split()[1]
+
+
+COUNT = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
+
+
+def test_default_graph_is_the_union_and_graph_isolates(client: FlaskClient) -> None:
+    assert count(client, COUNT) == "15"
+    in_a = f"SELECT (COUNT(*) AS ?n) WHERE {{ GRAPH <{GRAPH_A}> {{ ?s ?p ?o }} }}"
+    assert count(client, in_a) == "8"
+    graphs = client.get("/sparql", query_string={
+        "query": "SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } } ORDER BY ?g", "format": "csv"})
+    assert graphs.get_data(as_text=True).split()[1:] == [GRAPH_A, GRAPH_B]
+
+
+def test_protocol_and_query_datasets(client: FlaskClient) -> None:
+    assert count(client, COUNT, **{"default-graph-uri": GRAPH_B}) == "7"
+    query = "SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }"
+    assert count(client, query, **{"named-graph-uri": GRAPH_A}) == "8"
+    assert count(client, f"SELECT (COUNT(*) AS ?n) FROM <{GRAPH_A}> WHERE {{ ?s ?p ?o }}") == "8"
+    both = client.get("/sparql", query_string=[
+        ("query", COUNT), ("format", "csv"), ("default-graph-uri", GRAPH_A),
+        ("default-graph-uri", GRAPH_B)])
+    assert both.get_data(as_text=True).split()[1] == "15"
+
+
+@pytest.mark.parametrize("value", ["relative/graph", "not an iri", ""])
+def test_relative_dataset_iri_is_400(client: FlaskClient, value: str) -> None:
+    response = client.get("/sparql", query_string={"query": COUNT, "default-graph-uri": value})
+    assert_problem(response, 400)
+
+
+# ---------------------------------------------------------------------------------------
+# Content negotiation.
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, JSON),
+        ("*/*", JSON),
+        ("application/sparql-results+xml", "application/sparql-results+xml"),
+        ("text/csv;q=0.5, application/sparql-results+xml;q=0.9", "application/sparql-results+xml"),
+        ("application/sparql-results+json;q=0, */*", "application/sparql-results+xml"),
+        ("text/*", "text/csv"),
+        ("text/tab-separated-values", "text/tab-separated-values"),
+        ("text/csv; charset=utf-8", "text/csv"),
+        ("application/json", JSON),
+        ("text/html, application/xml;q=0.9, */*;q=0.8", "application/sparql-results+xml"),
+        ("application/sparql-results+json,application/json,text/javascript", JSON),
+    ],
+)
+def test_select_negotiation(client: FlaskClient, accept: str | None, expected: str) -> None:
+    headers = {"Accept": accept} if accept else {}
+    response = client.get("/sparql", query_string={"query": NAMES}, headers=headers)
+    assert response.status_code == 200, response.data
+    assert response.mimetype == expected
+    assert response.headers["Vary"] == "Accept"
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "text/turtle"),
+        ("*/*", "text/turtle"),
+        ("application/n-triples", "application/n-triples"),
+        ("application/n-quads", "application/n-quads"),
+        ("application/trig", "application/trig"),
+        ("application/ld+json", "application/ld+json"),
+        ("application/rdf+xml", "application/rdf+xml"),
+        ("application/rdf+xml;q=0.5, application/n-triples;q=0.7, text/turtle;q=0.1",
+         "application/n-triples"),
+        ("application/*", "application/n-triples"),
+        ("application/turtle,text/turtle", "text/turtle"),
+    ],
+)
+def test_construct_negotiation(client: FlaskClient, accept: str | None, expected: str) -> None:
+    headers = {"Accept": accept} if accept else {}
+    response = client.get("/sparql", query_string={"query": CONSTRUCT}, headers=headers)
+    assert response.status_code == 200, response.data
+    assert response.mimetype == expected
+
+
+def test_charset_on_text_types_only(client: FlaskClient) -> None:
+    csv = client.get("/sparql", query_string={"query": NAMES, "format": "csv"})
+    assert csv.headers["Content-Type"] == "text/csv; charset=utf-8"
+    ttl = client.get("/sparql", query_string={"query": CONSTRUCT})
+    assert ttl.headers["Content-Type"] == "text/turtle; charset=utf-8"
+    json_ = client.get("/sparql", query_string={"query": NAMES})
+    assert json_.headers["Content-Type"] == JSON
+
+
+@pytest.mark.parametrize(
+    ("query", "accept"),
+    [(NAMES, "text/turtle"), (NAMES, "image/png"), (CONSTRUCT, "text/csv"),
+     (CONSTRUCT, "application/sparql-results+json"), (NAMES, "*/*;q=0")],
+)
+def test_unacceptable_is_406_with_the_offered_types(
+    client: FlaskClient, query: str, accept: str
+) -> None:
+    response = client.get("/sparql", query_string={"query": query}, headers={"Accept": accept})
+    body = assert_problem(response, 406, "not-acceptable")
+    assert body["offered"][0] in (JSON, "text/turtle")
+    assert len(body["offered"]) in (4, 6)
+
+
+@pytest.mark.parametrize(
+    ("query", "value", "expected"),
+    [
+        (NAMES, "json", JSON), (NAMES, "xml", "application/sparql-results+xml"),
+        (NAMES, "csv", "text/csv"), (NAMES, "tsv", "text/tab-separated-values"),
+        (NAMES, "text/tab-separated-values", "text/tab-separated-values"),
+        (CONSTRUCT, "ttl", "text/turtle"), (CONSTRUCT, "nt", "application/n-triples"),
+        (CONSTRUCT, "nq", "application/n-quads"), (CONSTRUCT, "trig", "application/trig"),
+        (CONSTRUCT, "jsonld", "application/ld+json"), (CONSTRUCT, "rdfxml", "application/rdf+xml"),
+        (CONSTRUCT, "application/ld+json", "application/ld+json"),
+        (CONSTRUCT, "turtle", "text/turtle"), (CONSTRUCT, "json-ld", "application/ld+json"),
+        (CONSTRUCT, "xml", "application/rdf+xml"), (CONSTRUCT, "n3", "text/turtle"),
+    ],
+)
+def test_format_override_beats_accept(
+    client: FlaskClient, query: str, value: str, expected: str
+) -> None:
+    response = client.get("/sparql", query_string={"query": query, "format": value},
+                          headers={"Accept": "application/x-nothing"})
+    assert response.status_code == 200, response.data
+    assert response.mimetype == expected
+
+
+def test_sparqlwrapper_style_format_parameters(client: FlaskClient) -> None:
+    response = client.get("/sparql", query_string=[
+        ("query", NAMES), ("format", "tsv"), ("format", "text/tab-separated-values"),
+        ("output", "tsv"), ("results", "tsv"), ("output", "text/tab-separated-values")])
+    assert response.mimetype == "text/tab-separated-values"
+    jsonld = client.post("/sparql", data=MultiDict([
+        ("query", CONSTRUCT), ("format", "json-ld"),
+        ("format", "application/ld+json,application/x-json+ld")]))
+    assert jsonld.mimetype == "application/ld+json"
+
+
+def test_conflicting_and_unknown_formats(client: FlaskClient) -> None:
+    conflict = client.get("/sparql", query_string=[("query", NAMES), ("format", "json"),
+                                                   ("output", "xml")])
+    assert_problem(conflict, 400)
+    unknown = client.get("/sparql", query_string={"query": NAMES, "format": "png"})
+    assert_problem(unknown, 406)
+    wrong_kind = client.get("/sparql", query_string={"query": NAMES, "format": "ttl"})
+    assert_problem(wrong_kind, 406)
+
+
+def test_download_sets_content_disposition(client: FlaskClient) -> None:
+    response = client.get("/sparql", query_string={"query": NAMES, "format": "csv",
+                                                   "download": "1"})
+    assert response.headers["Content-Disposition"] == 'attachment; filename="query-result.csv"'
+    plain = client.get("/sparql", query_string={"query": NAMES, "download": "0"})
+    assert "Content-Disposition" not in plain.headers
+
+
+@pytest.mark.parametrize("fmt", ["ttl", "nt", "nq", "trig", "jsonld", "rdfxml"])
+def test_every_rdf_format_carries_the_same_graph(client: FlaskClient, fmt: str) -> None:
+    response = client.get("/sparql", query_string={"query": CONSTRUCT, "format": fmt})
+    media = response.mimetype
+    parsed = list(ox.parse(response.data, format=ox.RdfFormat.from_media_type(media)))
+    assert len(parsed) == 5
+    if fmt == "ttl":
+        text = response.get_data(as_text=True)
+        prefixes = [line.split()[1] for line in text.splitlines() if line.startswith("@prefix")]
+        assert prefixes == ["organisation:", "person:", "schema:"]
+
+
+# ---------------------------------------------------------------------------------------
+# Time limits and parameters.
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "nan", "inf"])
+def test_bad_timeout_is_400(client: FlaskClient, value: str) -> None:
+    response = client.get("/sparql", query_string={"query": NAMES, "timeout": value})
+    body = assert_problem(response, 400)
+    assert "timeout" in body["detail"]
+
+
+def test_large_timeout_is_clamped_not_refused(client: FlaskClient) -> None:
+    response = client.get("/sparql", query_string={"query": NAMES, "timeout": "100000"})
+    assert response.status_code == 200
+
+
+# ---------------------------------------------------------------------------------------
+# Service description.
+
+
+def sd_graph(response: TestResponse) -> rdflib.Graph:
+    return rdflib.Graph().parse(data=response.data, format=response.mimetype)
+
+
+SD = rdflib.Namespace("http://www.w3.org/ns/sparql-service-description#")
+SH = rdflib.Namespace("http://www.w3.org/ns/shacl#")
+
+
+def test_service_description_from_the_configuration(client: FlaskClient) -> None:
+    response = client.get("/sparql")
+    assert response.status_code == 200 and response.mimetype == "text/turtle"
+    graph = sd_graph(response)
+    service = rdflib.URIRef("http://localhost/sparql#service")
+    assert (service, SD.endpoint, rdflib.URIRef("http://localhost/sparql")) in graph
+    assert (service, SD.feature, SD.UnionDefaultGraph) in graph
+    assert (service, SD.feature, SD.BasicFederatedQuery) not in graph
+    assert (service, SD.supportedLanguage, SD.SPARQL11Update) not in graph
+    formats = {str(o) for o in graph.objects(service, SD.resultFormat)}
+    assert "http://www.w3.org/ns/formats/JSON-LD" in formats and len(formats) == 10
+    named = {str(o) for o in graph.objects(None, SD.name)}
+    assert named == {GRAPH_A, GRAPH_B}
+    declared = {str(p): str(n) for d in graph.objects(service, SH.declare)
+                for p in graph.objects(d, SH.prefix) for n in graph.objects(d, SH.namespace)}
+    assert declared == PREFIXES
+    assert "SERVICE and LOAD are refused" in str(graph.value(service, rdflib.RDFS.comment))
+
+
+@pytest.mark.parametrize("accept", ["application/ld+json", "application/n-triples",
+                                    "application/rdf+xml"])
+def test_service_description_negotiates(client: FlaskClient, accept: str) -> None:
+    response = client.get("/query", headers={"Accept": accept})
+    assert response.mimetype == accept
+    assert len(sd_graph(response)) > 20
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_browser_goes_to_the_query_page(store_path: Path) -> None:
+    with app_for(store_path) as application:
+        application.add_url_rule("/", "page", lambda: "the query page")
+        response = application.test_client().get("/sparql", headers={"Accept": BROWSER})
+        assert response.status_code == 303 and response.headers["Location"] == "/"
+
+
+def test_browser_without_a_query_page_gets_rdf(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sasci_kg.web import sparql
+
+    monkeypatch.setattr(sparql, "_has_query_page", lambda: False)
+    response = client.get("/sparql", headers={"Accept": BROWSER})
+    # The browser's application/xml;q=0.9 beats its */*;q=0.8.
+    assert response.status_code == 200 and response.mimetype == "application/rdf+xml"
+
+
+def test_forwarded_headers_only_when_configured(store_path: Path) -> None:
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "kg.example.org",
+                 "X-Forwarded-Prefix": "/kg", "X-Forwarded-For": "203.0.113.9"}
+    endpoint = SD.endpoint
+    with app_for(store_path, trusted_proxies=1) as application:
+        graph = sd_graph(application.test_client().get("/sparql", headers=forwarded))
+        assert str(next(graph.objects(None, endpoint))) == "https://kg.example.org/kg/sparql"
+    with app_for(store_path) as application:
+        graph = sd_graph(application.test_client().get("/sparql", headers=forwarded))
+        assert str(next(graph.objects(None, endpoint))) == "http://localhost/sparql"
+
+
+def test_federation_and_updates_show_in_the_description(store_path: Path) -> None:
+    with app_for(store_path, service_allow="https://query.example.org/", updates=True,
+                 update_token="t" * 20) as application:
+        graph = sd_graph(application.test_client().get("/sparql"))
+    service = rdflib.URIRef("http://localhost/sparql#service")
+    assert (service, SD.feature, SD.BasicFederatedQuery) in graph
+    assert (service, SD.supportedLanguage, SD.SPARQL11Update) in graph
+    assert "DNS rebinding" in str(graph.value(service, rdflib.RDFS.comment))
+
+
+# ---------------------------------------------------------------------------------------
+# Graph Store Protocol, read side.
+
+
+def test_gsp_named_graph(client: FlaskClient) -> None:
+    response = client.get("/rdf-graph-store", query_string={"graph": GRAPH_A})
+    assert response.status_code == 200 and response.mimetype == "text/turtle"
+    assert len(list(ox.parse(response.data, format=ox.RdfFormat.TURTLE))) == 8
+    assert response.headers["Vary"] == "Accept"
+
+
+def test_gsp_default_graph_is_the_union(client: FlaskClient) -> None:
+    response = client.get("/rdf-graph-store?default", headers={"Accept": "application/n-triples"})
+    assert response.mimetype == "application/n-triples"
+    assert len(response.data.splitlines()) == 15
+
+
+@pytest.mark.parametrize(("accept", "expected"), [
+    (None, "application/trig"), ("application/n-quads", "application/n-quads")])
+def test_gsp_whole_dataset(client: FlaskClient, accept: str | None, expected: str) -> None:
+    headers = {"Accept": accept} if accept else {}
+    response = client.get("/rdf-graph-store", headers=headers)
+    assert response.mimetype == expected
+    quads = list(ox.parse(response.data, format=ox.RdfFormat.from_media_type(expected)))
+    assert {q.graph_name.value for q in quads} == {GRAPH_A, GRAPH_B}  # type: ignore[union-attr]
+
+
+def test_gsp_dataset_in_a_triples_format_is_406(client: FlaskClient) -> None:
+    assert_problem(client.get("/rdf-graph-store", headers={"Accept": "text/turtle"}), 406)
+
+
+def test_gsp_errors(client: FlaskClient) -> None:
+    assert_problem(client.get("/rdf-graph-store",
+                              query_string={"graph": "https://no/such/graph"}), 404)
+    assert_problem(client.get("/rdf-graph-store", query_string={"graph": "relative"}), 400)
+    assert_problem(client.get(f"/rdf-graph-store?default&graph={GRAPH_A}"), 400)
+    assert_problem(client.get("/rdf-graph-store", query_string=[("graph", GRAPH_A),
+                                                                ("graph", GRAPH_B)]), 400)
+
+
+@pytest.mark.parametrize("target", [f"?graph={GRAPH_A}", "?default", ""])
+def test_gsp_head_has_type_and_length(client: FlaskClient, target: str) -> None:
+    get = client.get("/rdf-graph-store" + target)
+    head = client.head("/rdf-graph-store" + target)
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Content-Length"] == str(len(get.data)) != "0"
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+
+
+# ---------------------------------------------------------------------------------------
+# CORS: reads for everyone, writes for no one.
+
+
+def test_cors_for_reads(client: FlaskClient) -> None:
+    origin = {"Origin": "https://elsewhere.example"}
+    for response in (
+        client.get("/sparql", query_string={"query": NAMES}, headers=origin),
+        client.post("/sparql", data={"query": NAMES}, headers=origin),
+        client.get("/sparql", query_string={"query": "SELEC"}, headers=origin),  # errors too
+        client.get("/rdf-graph-store", headers=origin),
+    ):
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+def test_preflight_for_a_read_post_is_allowed(client: FlaskClient) -> None:
+    response = client.options("/sparql", headers={
+        "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, authorization"})
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert response.headers["Access-Control-Allow-Headers"].lower() == "content-type"
+
+
+@pytest.mark.parametrize(("path", "method"), [
+    ("/rdf-graph-store", "PUT"), ("/rdf-graph-store", "POST"), ("/rdf-graph-store", "DELETE"),
+    ("/update", "POST")])
+def test_preflight_for_a_write_gets_no_allow_headers(
+    client: FlaskClient, path: str, method: str
+) -> None:
+    response = client.options(path, headers={
+        "Origin": "https://elsewhere.example", "Access-Control-Request-Method": method})
+    assert not [h for h in response.headers.keys() if h.lower().startswith("access-control-")]
+
+
+def test_write_responses_carry_no_cors(client: FlaskClient) -> None:
+    response = client.post("/update", data={"update": "CLEAR ALL"},
+                           headers={"Origin": "https://elsewhere.example"})
+    assert response.status_code == 403
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+# ---------------------------------------------------------------------------------------
+# One error shape; health; access log.
+
+
+def test_unexpected_errors_are_500_problems_without_traceback(
+    store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    application = create_app(make_config(store_path))
+    try:
+        def boom() -> str:
+            raise RuntimeError("secret internal detail")
+
+        application.add_url_rule("/boom", "boom", boom)
+        with caplog.at_level(logging.ERROR, logger="sasci_kg.web"):
+            response = application.test_client().get("/boom")
+        body = assert_problem(response, 500, "internal-error")
+        assert "secret internal detail" not in json.dumps(body)
+        assert "secret internal detail" in caplog.text  # logged, with its traceback
+        assert "Traceback" in caplog.text
+    finally:
+        close_app(application)
+
+
+def test_not_found_is_a_problem(client: FlaskClient) -> None:
+    assert_problem(client.get("/no/such/page"), 404, "not-found")
+
+
+def test_healthz(client: FlaskClient, store_path: Path) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok" and body["quads"] == 15 and body["graphs"] == 2
+    assert body["generation"] and body["workers"]["size"] == 2
+
+
+def test_healthz_without_a_store_is_503(tmp_path: Path, fresh_store: Path) -> None:
+    with app_for(fresh_store) as application:
+        client = application.test_client()
+        assert client.get("/healthz").status_code == 200
+        fresh_store.rename(tmp_path / "moved")
+        assert_problem(client.get("/healthz"), 503, "store-unavailable")
+        assert_problem(client.get("/sparql", query_string={"query": NAMES}), 503)
+
+
+def test_access_log_line_without_query_values(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "SELECT * WHERE { ?s schema:name 'my-secret-value' }"
+    with caplog.at_level(logging.INFO, logger="sasci_kg.access"):
+        response = client.get("/sparql", query_string={"query": secret, "format": "csv"})
+        body = response.data  # the line is written once the body has been sent
+    lines = [r.getMessage() for r in caplog.records if r.name == "sasci_kg.access"]
+    assert len(lines) == 1
+    method, path, status, duration, size = lines[0].split()
+    assert (method, path, status) == ("GET", "/sparql?query=…&format=…", "200")
+    assert duration.endswith("ms") and size == f"{len(body)}B"
+    assert "my-secret-value" not in caplog.text
+
+
+def test_app_factory_has_no_module_level_app() -> None:
+    import sasci_kg.web as web
+
+    assert not [name for name, value in vars(web).items() if isinstance(value, Flask)]
