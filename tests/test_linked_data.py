@@ -164,6 +164,16 @@ def test_bad_paths_are_404_and_never_reach_sparql(client: FlaskClient, path: str
     assert response.mimetype == "application/problem+json"
 
 
+def test_problem_types_resolve(client: FlaskClient) -> None:
+    problem = client.get("/id/person/nobody-at-all").get_json()
+    assert problem["type"] == BASE + "problem/not-found"
+    page = client.get("/problem/not-found", headers={"Accept": BROWSER})
+    assert page.status_code == 200
+    assert '<strong class="status">404</strong>' in page.get_data(as_text=True)
+    assert client.get("/problem/syntax-error").status_code == 200
+    assert client.get("/problem/no-such-thing").status_code == 404
+
+
 def test_vocabulary_namespace_goes_to_its_scheme(client: FlaskClient) -> None:
     response = client.get("/vocab/role")
     assert response.status_code == 303

@@ -572,6 +572,39 @@ def context() -> BaseResponse:
 
 
 # ---------------------------------------------------------------------------------------
+# Problem types: the ``type`` IRIs of problem+json bodies (RFC 9457 §3.1.1) resolve too.
+
+
+def _problem_types() -> dict[str, tuple[int, str]]:
+    from werkzeug.exceptions import default_exceptions
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    from . import problems
+
+    known = {HTTP_STATUS_CODES[code].lower().replace(" ", "-"): (code, HTTP_STATUS_CODES[code])
+             for code in default_exceptions if code in HTTP_STATUS_CODES}
+    for _cls, status, slug, title in getattr(problems, "_MAP", []):
+        known.setdefault(slug, (status, title))
+    known.setdefault("internal-error", (500, "Internal error"))
+    known.setdefault("gone", (410, "Gone"))
+    return known
+
+
+@bp.route("/problem/<slug>", methods=["GET", "HEAD"])
+def problem_type(slug: str) -> BaseResponse:
+    """What a problem type means, for people who follow the ``type`` of an error body."""
+    found = _problem_types().get(slug)
+    if found is None:
+        raise NotFoundError(f"there is no problem type {slug!r}")
+    status, title = found
+    gen = _site().current()
+    html = _render("resource.html", page="problem", iri=BASE + "problem/" + slug, title=title,
+                   status=status, **_page_context(_Viewer(gen.labels, {})))
+    html.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return html
+
+
+# ---------------------------------------------------------------------------------------
 # The ontology: /def (hash IRIs: /def#Session is a place on this page).
 
 
