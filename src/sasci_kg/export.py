@@ -114,7 +114,7 @@ def serialize_quads(
     else:
         items = sort_triples(q.triple for q in ordered)
     prefixes = used_prefixes(ordered) if fmt.name in ("ttl", "trig", "rdfxml") else None
-    data = ox.serialize(items, format=fmt.rdf_format, prefixes=prefixes)
+    data = ox.serialize(items, format=fmt.rdf_format, prefixes=prefixes) or b""
     if fmt.name in ("ttl", "trig"):
         data = _space_blocks(_sort_prefix_lines(data))
     return data
@@ -159,7 +159,7 @@ def canonical_nquads(quads: Iterable[ox.Quad]) -> bytes:
     """RDFC-1.0 canonical N-Quads: canonical blank node labels, lines in code point order."""
     dataset = ox.Dataset(quads)
     dataset.canonicalize(ox.CanonicalizationAlgorithm.RDFC_1_0)
-    text = ox.serialize(dataset, format=ox.RdfFormat.N_QUADS).decode("utf-8")
+    text = (ox.serialize(dataset, format=ox.RdfFormat.N_QUADS) or b"").decode("utf-8")
     lines = sorted(set(text.splitlines()))
     return "".join(line + "\n" for line in lines).encode("utf-8")
 

@@ -284,7 +284,7 @@ def describe_dataset(
     build_id = hashlib.sha256(
         repr((file_hashes, tools, sorted(figures.graphs.items()))).encode()
     ).hexdigest()[:16]
-    stamp = dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = _Writer({q.triple for q in quads})
     d = DATASET
     add = out.add
@@ -319,10 +319,10 @@ def describe_dataset(
     out.count(d, VOID.distinctObjects, figures.distinct_objects)
     out.count(d, VOID.properties, len(figures.properties))
     out.count(d, VOID.classes, len(figures.classes))
-    for cls, n in figures.classes.items():
-        node = ID.term(f"dataset/sasci-kg.class.{_local_name(cls)}")
+    for class_iri, n in figures.classes.items():
+        node = ID.term(f"dataset/sasci-kg.class.{_local_name(class_iri)}")
         add(d, VOID.classPartition, node)
-        add(node, VOID["class"], ox.NamedNode(cls))
+        add(node, VOID["class"], ox.NamedNode(class_iri))
         out.count(node, VOID.entities, n)
     for prop, n in figures.properties.items():
         node = ID.term(f"dataset/sasci-kg.property.{_local_name(prop)}")
