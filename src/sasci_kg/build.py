@@ -15,7 +15,7 @@ import pyoxigraph as ox
 
 from .errors import FactsError, Problem, ShaclError
 from .export import serialize_quads
-from .facts import FactSet, load_facts
+from .facts import FactSet, load_facts, paused_gc
 from .mapping import facts_to_quads
 from .store import LoadInput
 from .vocab import ONTOLOGY_GRAPH, SH, VOCAB_GRAPH
@@ -93,7 +93,8 @@ def build_dataset(
     """Facts + ontology → quads; raise FactsError or ShaclError on bad input."""
     ontology = Path(ontology_dir)
     facts = load_facts(data_dir, ontology, sources_dir=sources_dir)
-    quads = list(_one_graph_each([*read_ontology(ontology), *facts_to_quads(facts)]))
+    with paused_gc():  # a million quads, no cycles: collections only cost time
+        quads = list(_one_graph_each([*read_ontology(ontology), *facts_to_quads(facts)]))
     result = BuildResult(quads=quads, facts=facts)
     if shacl:
         result.warnings = check_shapes(quads, ontology / SHAPES_FILE)
