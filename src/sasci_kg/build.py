@@ -19,6 +19,7 @@ from .facts import FactSet, load_facts, paused_gc
 from .mapping import facts_to_quads
 from .store import LoadInput
 from .vocab import ONTOLOGY_GRAPH, SH, VOCAB_GRAPH
+from .void import describe_dataset
 
 ONTOLOGY_FILES = (("sasci.ttl", ONTOLOGY_GRAPH), ("vocab.ttl", VOCAB_GRAPH))
 SHAPES_FILE = "shapes.ttl"
@@ -45,6 +46,7 @@ class BuildResult:
     quads: list[ox.Quad]
     facts: FactSet | None
     warnings: list[ShaclResult] = field(default_factory=list)
+    meta: list[ox.Quad] = field(default_factory=list)  # …/graph/meta: VoID, DCAT (void.py)
 
     def graph_sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -98,6 +100,7 @@ def build_dataset(
     result = BuildResult(quads=quads, facts=facts)
     if shacl:
         result.warnings = check_shapes(quads, ontology / SHAPES_FILE)
+    result.meta = describe_dataset(result, data_dir=data_dir, ontology_dir=ontology, shapes=shacl)
     return result
 
 
@@ -154,6 +157,8 @@ def write_dataset(result: BuildResult, out_dir: Path | str) -> list[Path]:
 
 
 def load_inputs(result: BuildResult) -> list[LoadInput]:
-    """The built dataset as one bulk-load input (N-Quads keep every graph)."""
-    return [LoadInput(format=ox.RdfFormat.N_QUADS, data=serialize_quads(result.quads, "nq"),
+    """The built dataset and its description as one bulk-load input (N-Quads keep every
+    graph)."""
+    quads = [*result.quads, *result.meta]
+    return [LoadInput(format=ox.RdfFormat.N_QUADS, data=serialize_quads(quads, "nq"),
                       label="curated graph")]
