@@ -15,12 +15,15 @@ the web app into an ``application/problem+json`` body with the right status.
     │   └── QueryRefusedError a query the policy refuses (SERVICE, LOAD, update, too large)
     ├── ExportError         an unknown format or graph asked of the exporter
     └── NotFoundError       a named query, entity or graph that does not exist
+        ├── UnknownEntityError    a name that matches no entity (with suggestions)
+        └── AmbiguousEntityError  a name that matches several entities (with candidates)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class SasciKgError(Exception):
@@ -95,3 +98,25 @@ class ExportError(SasciKgError):
 
 class NotFoundError(SasciKgError):
     """A named query, entity or graph that does not exist."""
+
+
+class UnknownEntityError(NotFoundError):
+    """A name that matches no entity; ``candidates`` holds the nearest, best first."""
+
+    def __init__(self, text: str, parameter: str, candidates: Sequence[Any]):
+        self.text, self.parameter, self.candidates = text, parameter, list(candidates)
+        hint = ("did you mean " + " or ".join(str(c) for c in self.candidates[:5]) + "? "
+                if self.candidates else "")
+        super().__init__(f"{parameter}: nothing in the graph is called '{text}'; {hint}"
+                         "give a name, part of one, an acronym or an IRI (person/…, org/…)")
+
+
+class AmbiguousEntityError(NotFoundError):
+    """A name that matches several entities; ``candidates`` holds them, best first."""
+
+    def __init__(self, text: str, parameter: str, candidates: Sequence[Any]):
+        self.text, self.parameter, self.candidates = text, parameter, list(candidates)
+        shown = "; ".join(str(c) for c in self.candidates[:10])
+        more = f" and {len(self.candidates) - 10} more" if len(self.candidates) > 10 else ""
+        super().__init__(f"{parameter}: '{text}' matches {len(self.candidates)} entities: "
+                         f"{shown}{more}; give more of the name, or one of these refs")
