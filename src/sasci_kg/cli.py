@@ -24,10 +24,22 @@ from .build import build_dataset, load_inputs, write_dataset
 from .errors import FactsError, SasciKgError
 from .export import FORMATS, get_format, gzip_bytes, serialize_quads
 from .facts import load_facts
+from .network import WRITERS as NETWORK_FORMATS
 from .queries import get_query, list_queries, run_named_query
 from .remote import AUTH_KINDS
 from .results import TABLE_FORMATS, render_result
 from .store import LoadInput
+from .trace import (
+    DEFAULT_HOPS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_PATHS,
+    DEFAULT_TIMEOUT,
+    MAX_HOPS,
+    MAX_LENGTH,
+    MAX_PATHS,
+    NETWORK_KINDS,
+)
+from .trace_links import LINK_KINDS
 from .vocab import BASE
 from .void import data_quads
 
@@ -382,3 +394,157 @@ def export(backend_settings: BackendSettings, format_name: str | None, graph_iri
         _say(f"Wrote {len(data)} bytes to {output}")
     else:
         click.echo(data, nl=False)  # bytes go to the binary stdout as they are
+
+
+# -- connection tracing: trace, connections, network -------------------------------------
+
+TRACE_FORMATS = ("text", "json", "csv", "dot", "svg")
+
+
+def _link_kinds(ctx: click.Context, param: click.Parameter, value: str | None
+                ) -> list[str] | None:
+    """--links KIND,…: validated here so that a typo is a usage error naming the kinds."""
+    if value is None:
+        return None
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in LINK_KINDS]
+    if unknown or not kinds:
+        raise click.BadParameter(f"unknown link kind(s) {', '.join(unknown) or '(none)'}; "
+                                 f"choose from {', '.join(LINK_KINDS)}")
+    return kinds
+
+
+def links_option(default_help: str) -> Callable[[F], F]:
+    return click.option(
+        "--links", "link_kinds", metavar="KIND,…", callback=_link_kinds,
+        help=f"Follow only these kinds of link: {', '.join(LINK_KINDS)} [default: "
+             f"{default_help}].")
+
+
+def timeout_option(func: F) -> F:
+    return click.option(
+        "--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT,
+        show_default=True, metavar="SECONDS",
+        help="Stop searching after this long and answer with what was found.")(func)
+
+
+def _emit(data: bytes | str, output: Path | None, *, binary: bool = False) -> None:
+    """Write to --output (atomically) or stdout; a binary file never to a terminal."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if output:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_bytes(raw)
+        tmp.replace(output)
+        _say(f"Wrote {len(raw)} bytes to {output}")
+    elif binary and sys.stdout.isatty():
+        raise click.UsageError("this format is binary: write it to a file with -o FILE")
+    else:
+        click.echo(raw, nl=False)
+
+
+@main.command()
+@store_option
+@click.argument("source", metavar="FROM")
+@click.argument("target", metavar="TO")
+@click.option("--max-length", type=click.IntRange(1, MAX_LENGTH), default=DEFAULT_MAX_LENGTH,
+              show_default=True, help="The longest connection to look for, in links.")
+@click.option("--paths", type=click.IntRange(1, MAX_PATHS), default=DEFAULT_PATHS,
+              show_default=True, help="How many connections to give, shortest first.")
+@links_option("all")
+@timeout_option
+@click.option("--format", "format_name", type=click.Choice(TRACE_FORMATS), default="text",
+              show_default=True,
+              help="text (sentences with evidence), json, csv (one row per fact), or a "
+                   "picture of the connections: dot or svg.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of stdout.")
+@_fail_on_library_errors
+def trace(backend_settings: BackendSettings, source: str, target: str, max_length: int,
+          paths: int, link_kinds: list[str] | None, timeout: float, format_name: str,
+          output: Path | None) -> None:
+    """How FROM is connected to TO: the shortest connections, in words, with evidence.
+
+    FROM and TO are names or parts of names, acronyms, or IRIs (in full, or as refs such
+    as org/esrc or person/emma-back): "Equal Care Co-op", ESRC, "King's College". A name
+    that matches several things, or nothing, is an error that lists the likeliest. No
+    connection within --max-length links is an answer, not an error.
+    """
+    import json
+
+    from .network import write_network
+    from .trace import paths_network, tracer_for
+
+    result = tracer_for(open_backend(backend_settings)).trace(
+        source, target, max_length=max_length, paths=paths, links=link_kinds,
+        timeout=timeout)
+    if format_name == "text":
+        _emit(result.to_text(), output)
+    elif format_name == "json":
+        _emit(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", output)
+    elif format_name == "csv":
+        _emit(result.to_csv(), output)
+    else:
+        _emit(write_network(paths_network(result), format_name), output)
+
+
+@main.command()
+@store_option
+@click.argument("entity", metavar="ENTITY")
+@click.option("--hops", type=click.IntRange(1, MAX_HOPS), default=DEFAULT_HOPS,
+              show_default=True, help="How far to look, in links.")
+@links_option("all")
+@timeout_option
+@click.option("--format", "format_name", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="text for reading, json for scripts.")
+@_fail_on_library_errors
+def connections(backend_settings: BackendSettings, entity: str, hops: int,
+                link_kinds: list[str] | None, timeout: float, format_name: str) -> None:
+    """Everything within --hops links of ENTITY, grouped: organisations, people,
+    sessions, ideas…, each with the sessions and people that connect it.
+
+    "Who did the Equal Care Co-op meet at the event?" is
+    `sasci-kg connections "Equal Care Co-op"`.
+    """
+    import json
+
+    from .trace import tracer_for
+
+    found = tracer_for(open_backend(backend_settings)).connections(
+        entity, hops=hops, links=link_kinds, timeout=timeout)
+    if format_name == "json":
+        click.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(found.to_text(), nl=False)
+
+
+@main.command()
+@store_option
+@click.option("--format", "format_name", type=click.Choice(list(NETWORK_FORMATS)),
+              default="svg", show_default=True,
+              help="svg (drawn here), png (needs rsvg-convert or CairoSVG), graphml or gexf "
+                   "(Gephi, yEd, Cytoscape), csv (edges) or nodes-csv, dot (Graphviz), json.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of stdout.")
+@click.option("--highlight", multiple=True, metavar="ENTITY",
+              help="Give twice (FROM, then TO) to mark the shortest connection between them.")
+@click.option("--around", metavar="ENTITY", default=None,
+              help="Only the part of the network within --hops links of ENTITY.")
+@click.option("--hops", type=click.IntRange(1, MAX_HOPS), default=DEFAULT_HOPS,
+              show_default=True, help="With --around: how far to look, in links.")
+@links_option(",".join(NETWORK_KINDS))
+@timeout_option
+@_fail_on_library_errors
+def network(backend_settings: BackendSettings, format_name: str, output: Path | None,
+            highlight: tuple[str, ...], around: str | None, hops: int,
+            link_kinds: list[str] | None, timeout: float) -> None:
+    """The network of organisations, people, sessions, the event, the project and its
+    funder, as a picture or for graph tools; the same graph gives the same bytes."""
+    from .network import write_network
+    from .trace import tracer_for
+
+    if highlight and len(highlight) != 2:
+        raise click.UsageError("give --highlight twice: --highlight FROM --highlight TO")
+    drawn = tracer_for(open_backend(backend_settings)).network(
+        links=link_kinds, around=around, hops=hops,
+        highlight=(highlight[0], highlight[1]) if highlight else None, timeout=timeout)
+    _emit(write_network(drawn, format_name), output, binary=format_name == "png")
