@@ -4,6 +4,7 @@ CORS, the problem+json shape, health and the access log."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -100,8 +101,7 @@ def test_duplicate_conflicting_or_missing_parameters_are_400(
 @pytest.mark.parametrize(
     ("content_type", "data"),
     [("text/plain", NAMES), ("application/json", '{"query": "ASK {}"}'), (None, NAMES),
-     ("application/sparql-query; charset=latin-1", NAMES),
-     ("application/sparql-update", "INSERT DATA { <a:b> <a:c> <a:d> }")],
+     ("application/sparql-query; charset=latin-1", NAMES)],
 )
 def test_wrong_content_type_is_415(
     client: FlaskClient, content_type: str | None, data: str
@@ -598,3 +598,62 @@ def test_app_factory_has_no_module_level_app() -> None:
     import sasci_kg.web as web
 
     assert not [name for name, value in vars(web).items() if isinstance(value, Flask)]
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration: options > environment > file > defaults.
+
+
+def test_configuration_sources_and_precedence(tmp_path: Path) -> None:
+    from sasci_kg.web.config import load_config
+
+    settings = tmp_path / "serve.toml"
+    settings.write_text(
+        '[serve]\nport = 9000\nmax-rows = 10\nservice_allow = ["https://a.example/sparql"]\n',
+        encoding="utf-8",
+    )
+    environ = {"SASCI_KG_CONFIG": str(settings), "SASCI_KG_MAX_ROWS": "20",
+               "SASCI_KG_STORE": str(tmp_path / "s"), "SASCI_KG_UPDATES": "no"}
+    config = load_config({"port": 9100, "timeout": None}, environ=environ)
+    assert config.port == 9100  # option over file
+    assert config.max_rows == 20  # environment over file
+    assert config.service_allow == ("https://a.example/sparql",)  # file
+    assert config.timeout == 10.0 and config.host == "127.0.0.1"  # defaults
+    assert config.store == tmp_path / "s" and config.updates is False
+    env_list = load_config({}, environ={
+        "SASCI_KG_SERVICE_ALLOW": "https://a.example/, https://b.example/x"})
+    assert env_list.service_allow == ("https://a.example/", "https://b.example/x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("options", "environ", "message"),
+    [
+        ({"port": "eighty"}, {}, "port"),
+        ({}, {"SASCI_KG_TIMEOUT": "soon"}, "timeout"),
+        ({"timeout": 30, "max_timeout": 10}, {}, "max_timeout"),
+        ({"max_rows": 0}, {}, "max_rows"),
+        ({"service_allow": "ftp://x.example/"}, {}, "service_allow"),
+        ({"service_allow": "https://user@x.example/"}, {}, "service_allow"),
+        ({"updates": "maybe"}, {}, "updates"),
+        ({"colour": "blue"}, {}, "colour"),
+        ({"log_level": "loud"}, {}, "log_level"),
+    ],
+)
+def test_bad_settings_name_themselves(
+    options: dict[str, Any], environ: dict[str, str], message: str
+) -> None:
+    from sasci_kg.web.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(options, environ=environ)
+
+
+def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
+    from sasci_kg.web.config import ConfigError, load_config
+
+    settings = tmp_path / "serve.toml"
+    settings.write_text("prot = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="prot"):
+        load_config(config_file=settings, environ={})

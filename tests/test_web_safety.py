@@ -78,6 +78,8 @@ def test_writes_are_refused_when_updates_are_off(client: FlaskClient) -> None:
         {"data": {"query": "INSERT DATA { <http://a> <http://b> <http://c> }"}},
         {"data": "DELETE WHERE { ?s ?p ?o }", "content_type": "application/sparql-query"},
         {"data": {"query": "CLEAR ALL"}, "headers": AUTH},
+        {"data": {"update": "CLEAR ALL"}, "headers": AUTH},
+        {"data": "CLEAR ALL", "content_type": "application/sparql-update", "headers": AUTH},
     ],
 )
 def test_an_update_sent_to_the_query_endpoint_is_refused(
@@ -150,6 +152,14 @@ def test_update_with_the_token(writable: Flask) -> None:
 def test_updates_are_checked_like_queries(writable: Flask, update: str, status: int) -> None:
     client = writable.test_client()
     problem_of(client.post("/update", data={"update": update}, headers=AUTH), status)
+    assert total(client) == 15
+
+
+def test_update_dataset_parameters_are_refused_not_ignored(writable: Flask) -> None:
+    client = writable.test_client()
+    response = client.post("/update", headers=AUTH, data={
+        "update": "INSERT DATA { <a:b> <a:c> <a:d> }", "using-graph-uri": GRAPH_A})
+    assert "USING" in problem_of(response, 400)["detail"]
     assert total(client) == 15
 
 
@@ -321,6 +331,11 @@ def test_concurrency_cap_is_503_with_retry_after(store_path: Path, tmp_path: Pat
         body = problem_of(response, 503, "busy")
         assert int(response.headers["Retry-After"]) >= 1 and body["retry_after"] >= 1
         thread.join()
+        # The killed worker's replacement is starting; without a queue, wait for it here.
+        deadline = time.monotonic() + 10
+        while requests.get(server.url + "/healthz", timeout=10).json()["workers"]["idle"] < 1:
+            assert time.monotonic() < deadline, "no replacement worker"
+            time.sleep(0.05)
         assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
 
 

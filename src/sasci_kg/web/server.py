@@ -51,8 +51,16 @@ def gunicorn_options(config: ServerConfig) -> dict[str, Any]:
         "control_socket_disable": True,
         "proc_name": "sasci-kg",
         "preload_app": False,
+        "post_worker_init": _post_worker_init,
         "worker_exit": _worker_exit,
     }
+
+
+def _post_worker_init(worker: Any) -> None:
+    # Start the query processes before the first request, not during it.
+    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("sasci_kg")
+    if runtime is not None:
+        runtime.pool()
 
 
 def _worker_exit(server: Any, worker: Any) -> None:

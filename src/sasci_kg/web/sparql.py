@@ -37,7 +37,7 @@ from ..executor import (
     rdf_format,
     serialize_rdf,
 )
-from ..guard import Checked, Policy, check_query, check_update
+from ..guard import Checked, Policy, WrongOperationError, check_query, check_update
 from ..store import store_generation
 from ..vocab import DCTERMS, PREFIXES, RDF, RDFS, SD, SH, VOID, XSD, Namespace
 from .config import ServerConfig
@@ -303,7 +303,16 @@ def offered_for(checked: Checked) -> Sequence[Format]:
 @bp.route("/sparql", methods=["GET", "HEAD", "POST"], endpoint="query")  # first: url_for's pick
 def query() -> BaseResponse:
     """SPARQL 1.1 Protocol §2.1: the query operation; without a query, the description."""
+    if request.method == "POST" and request.mimetype == "application/sparql-update":
+        raise WrongOperationError(
+            "this is a SPARQL Update body, and this endpoint only answers queries; "
+            "send updates to /update (with its token, if updates are enabled)"
+        )
     params, text = read_operation("query")
+    if text is None and "update" in params:
+        raise WrongOperationError(
+            "the update parameter belongs to /update; this endpoint only answers queries"
+        )
     if text is None:
         if request.method == "POST":
             raise BadRequestError("no query: send it as the query parameter or the body")
