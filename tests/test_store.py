@@ -131,3 +131,14 @@ def test_reloading_store_picks_up_a_swap(tmp_path: Path) -> None:
     assert names(reloading.get()) == ["b", "second"]
     # a handle taken before the swap still answers (requests in flight do not fail)
     assert names(held) == ["b", "first"]
+
+
+def test_a_query_with_its_own_from_is_not_overridden_by_the_union(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    load_store(path, [trig("x")])
+    backend = open_store(path)
+    result = backend.query(f"SELECT ?n FROM <{G2}> WHERE {{ ?s schema:name ?n }}")
+    assert [s["n"].value for s in result] == ["b"]  # type: ignore[union-attr]
+    # a FROM inside a string or IRI is not a dataset clause
+    result = backend.query('SELECT ?n WHERE { ?s schema:name ?n FILTER(?n != "FROM") } ORDER BY ?n')
+    assert [s["n"].value for s in result] == ["b", "x"]  # type: ignore[union-attr]

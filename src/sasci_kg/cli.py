@@ -28,7 +28,7 @@ from .network import WRITERS as NETWORK_FORMATS
 from .queries import get_query, list_queries, run_named_query
 from .remote import AUTH_KINDS
 from .results import TABLE_FORMATS, render_result
-from .store import LoadInput
+from .store import LoadInput, load_store
 from .trace import (
     DEFAULT_HOPS,
     DEFAULT_MAX_LENGTH,
@@ -548,3 +548,76 @@ def network(backend_settings: BackendSettings, format_name: str, output: Path | 
         links=link_kinds, around=around, hops=hops,
         highlight=(highlight[0], highlight[1]) if highlight else None, timeout=timeout)
     _emit(write_network(drawn, format_name), output, binary=format_name == "png")
+
+
+def _build_and_load_if_missing(store: Path, data_dir: Path, ontology_dir: Path,
+                               sources_dir: Path | None) -> None:
+    """`serve` on a machine with no store yet: build from data/ and load it first."""
+    from .store import store_generation
+
+    if store_generation(store) is not None:
+        return
+    _say(f"No store at {store}: building the graph from {data_dir} and loading it")
+    result = build_dataset(data_dir, ontology_dir, sources_dir=sources_dir)
+    _print_notices(result.facts.notices if result.facts else [])
+    report = load_store(store, load_inputs(result))
+    _say(f"Loaded {report.quads} quads in {len(report.graphs)} graphs into {report.path}")
+
+
+@main.command()
+@data_options
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+              help="Oxigraph store directory to serve [default: .sasci-kg/store; env "
+                   "SASCI_KG_STORE]. Built from --data first when it does not exist.")
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1; env "
+                                            "SASCI_KG_HOST].")
+@click.option("--port", type=int, default=None, help="TCP port [default: 7878; env "
+                                                     "SASCI_KG_PORT].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="TOML settings file (top level or a [serve] table) [env "
+                                 "SASCI_KG_CONFIG].")
+@click.option("--timeout", type=float, default=None,
+              help="Default query time limit in seconds [default: 10].")
+@click.option("--max-timeout", type=float, default=None,
+              help="Largest time limit a request may ask for, seconds [default: 60].")
+@click.option("--max-rows", type=int, default=None,
+              help="Largest result in rows or triples; larger is an error [default: 100000].")
+@click.option("--max-result-bytes", type=int, default=None,
+              help="Largest result body in bytes [default: 64 MiB].")
+@click.option("--query-workers", type=int, default=None,
+              help="Query processes (queries run at once) [default: 2-8 by CPU count].")
+@click.option("--http-workers", type=int, default=None,
+              help="HTTP worker processes [default: 1].")
+@click.option("--threads", "http_threads", type=int, default=None,
+              help="Request threads per HTTP worker [default: 48].")
+@click.option("--trusted-proxies", type=int, default=None,
+              help="Reverse proxies whose X-Forwarded-* headers to trust [default: 0].")
+@click.option("--service-allow", multiple=True, metavar="PREFIX",
+              help="IRI prefix that SERVICE/LOAD may reach (repeatable) [default: none].")
+@click.option("--updates/--no-updates", default=None,
+              help="Enable SPARQL Update and Graph Store writes; they need the bearer token "
+                   "in SASCI_KG_UPDATE_TOKEN [default: off].")
+@click.option("--cors/--no-cors", default=None, help="Allow cross-origin reads [default: on].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default=None, help="Logging level [default: info].")
+@_fail_on_library_errors
+def serve(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, store_path: Path | None,
+          config_file: Path | None, service_allow: tuple[str, ...], **settings: Any) -> None:
+    """Serve the graph: SPARQL 1.1 endpoint, query page, linked-data pages, downloads.
+
+    Builds and loads the graph first when the store does not exist yet. Every setting can
+    also come from SASCI_KG_<NAME> (e.g. SASCI_KG_PORT) or the --config file; options win.
+    The server runs until Ctrl-C or SIGTERM.
+    """
+    from .web.config import load_config
+    from .web.server import run_server
+
+    options: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    if store_path is not None:
+        options["store"] = store_path
+    if service_allow:
+        options["service_allow"] = service_allow
+    config = load_config(options, config_file=config_file)
+    _build_and_load_if_missing(config.store, data_dir, ontology_dir, sources_dir)
+    _say(f"Serving {config.store} on http://{config.host}:{config.port}/ (Ctrl-C to stop)")
+    run_server(config)

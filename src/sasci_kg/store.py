@@ -100,7 +100,7 @@ class OxigraphBackend:
         kwargs: dict[str, object] = {"prefixes": PREFIXES, "base_iri": base_iri}
         if default_graph:
             kwargs["default_graph"] = [ox.NamedNode(g) for g in default_graph]
-        else:
+        elif not names_own_dataset(sparql):
             kwargs["use_default_graph_as_union"] = True
         if named_graphs:
             kwargs["named_graphs"] = [ox.NamedNode(g) for g in named_graphs]
@@ -127,6 +127,17 @@ class OxigraphBackend:
     def close(self) -> None:
         # pyoxigraph closes the store when the object goes; drop our reference.
         del self._store
+
+
+def names_own_dataset(sparql: str) -> bool:
+    """Whether a query has FROM / FROM NAMED clauses, which must win over the union default."""
+    from .guard import tokenize
+    from .errors import QueryError as _QueryError
+
+    try:
+        return any(token.keyword == "FROM" for token in tokenize(sparql))
+    except _QueryError:
+        return False  # the parser will report the syntax error
 
 
 def open_store(path: Path | str | None = None, *, read_only: bool = True) -> OxigraphBackend:
