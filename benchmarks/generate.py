@@ -285,6 +285,8 @@ def _project_doc(p: _Portfolio, n: int, funders: list[tuple[str, str]],
     for k in range(3 + n % 3):
         org = p.new_org(doc, len(p.orgs), kind=0 if k == 0 else None) if k < 2 \
             else p.pick_org()
+        while org in partners:
+            org = p.pick_org()
         partners.append(org)
         role = "lead-partner" if k == 0 else "partner"
         doc.record("memberships", [

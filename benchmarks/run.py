@@ -181,8 +181,8 @@ def phase_build(ctx: Context) -> None:
             shacl = {"timed_out_after_s": ctx.shacl_timeout}
     quads = breakdown[0].get("quads", 0)
     med = {key: _median([b[key] for b in breakdown if key in b])
-           for key in ("validate_s", "map_s", "serialize_s", "write_s", "total_s",
-                       "peak_rss_mib")}
+           for key in ("validate_s", "map_s", "describe_s", "serialize_s", "write_s",
+                       "total_s", "peak_rss_mib")}
     ours_s = _median([r["wall_s"] for r in ours if r["exit"] == 0])
     floor_bulk = _median([f["bulk_load_s"] for f in floor if "bulk_load_s" in f])
     floor_opt = _median([f["bulk_load_s"] + f["optimize_s"] for f in floor if "optimize_s" in f])
@@ -406,7 +406,11 @@ def _detect_sasci_serve() -> str | None:
     probe = subprocess.run([str(BIN / "sasci-kg"), "serve", "--help"], capture_output=True,
                            text=True, cwd=ROOT)
     if probe.returncode != 0:
-        return None
+        # No CLI command yet: start the library's server (run_server) directly, if it is there.
+        library = subprocess.run([PY, "-c", "import sasci_kg.web.server"], capture_output=True,
+                                 cwd=ROOT)
+        return "{python} -m benchmarks.serve_sasci {store} {port}" if library.returncode == 0 \
+            else None
     text = probe.stdout
     if "--port" in text:
         bind = "--host 127.0.0.1 --port {port}" if "--host" in text else "--port {port}"
@@ -665,6 +669,9 @@ def report(ctx: Context) -> str:
     lines = [f"# Benchmark results: {meta['size_label']} triples", "",
              f"- command: `{meta['command']}`",
              f"- date: {meta['date']}; machine: {meta['machine']}",
+             f"- code: commit {meta.get('commit')}"
+             + (f" plus uncommitted changes in src/: {', '.join(meta['uncommitted_src'])}"
+                if meta.get("uncommitted_src") else " (src/ clean)"),
              f"- load average at start / end: {meta['load_start']} / {meta.get('load_end', '?')}",
              f"- data: {meta.get('records', '?')} records in {meta.get('sources', '?')} source "
              f"folders, {r.get('build', {}).get('quads', '?')} quads; evidence "
@@ -697,6 +704,8 @@ def report(ctx: Context) -> str:
             "| what | median |", "|---|---|",
             f"| validate (read YAML, check, evidence) | {_fmt(m['validate_s'], ' s')} |",
             f"| map to quads (+ ontology, one graph per triple) | {_fmt(m['map_s'], ' s')} |",
+            f"| describe the dataset (VoID/DCAT: counts, every download serialised) | "
+            f"{_fmt(m.get('describe_s'), ' s')} |",
             f"| serialise sorted N-Quads | {_fmt(m['serialize_s'], ' s')} |",
             f"| facts → N-Quads total | {_fmt(m['total_s'], ' s')} "
             f"({_fmt(b['quads'] / m['total_s'], ' triples/s', 0)}), peak "
@@ -749,11 +758,12 @@ def report(ctx: Context) -> str:
             lines.append(f"| {q.name} | {'yes' if q.light else ''} | " + " | ".join(cells)
                          + f" | {_fmt(pq['oxigraph']['results'], '', 0)} | " + " | ".join(ratios)
                          + " |")
+        lines.append("")
         for n, s in qr["summary"].items():
-            lines.append(f"| **geomean {n} ÷ oxigraph** (all / light / p95) | | | | | | "
-                         f"{_fmt(s['geomean_ratio_vs_oxigraph'], '×')} / "
-                         f"{_fmt(s['geomean_ratio_vs_oxigraph_light'], '×')} / "
-                         f"{_fmt(s['p95_geomean_ratio_vs_oxigraph'], '×')} |")
+            lines.append(f"- **geomean of {n} ÷ oxigraph serve**: "
+                         f"{_fmt(s['geomean_ratio_vs_oxigraph'], '×')} over the whole mix, "
+                         f"{_fmt(s['geomean_ratio_vs_oxigraph_light'], '×')} over the light part, "
+                         f"{_fmt(s['p95_geomean_ratio_vs_oxigraph'], '×')} on p95")
         if qr["mismatches"]:
             lines += ["", "Mismatches / errors: " + "; ".join(qr["mismatches"][:10])]
         lines += ["", "### Throughput (light part of the mix, fixed time, slots interleaved)", "",
@@ -794,6 +804,11 @@ def report(ctx: Context) -> str:
                                 if v.get("param_ms") is not None else "–") + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+    return done.stdout.strip()
 
 
 PHASES: dict[str, Callable[[Context], None]] = {
@@ -837,6 +852,8 @@ def main(argv: list[str] | None = None) -> None:
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
                    f"Python {platform.python_version()}, pyoxigraph {pyoxigraph.__version__}",
         "load_start": _loadavg(),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "uncommitted_src": _git("status", "--porcelain", "--", "src").splitlines(),
     }
     if args.regenerate or not (work / "manifest.json").exists():
         _say(f"generating {size} triples of facts into {work}")
