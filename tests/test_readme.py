@@ -79,3 +79,5 @@ def test_run_command_builds_and_serves_in_a_fresh_copy(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        if process.stdout:
+            process.stdout.close()
