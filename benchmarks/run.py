@@ -75,9 +75,14 @@ def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+MEMORY_CAP: list[int] = []  # bytes of address space per measured process (--memory-cap)
+
+
 def run_measured(cmd: list[str], *, timeout: float | None = None,
                  env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a command; wall time, peak RSS (its own, via wait4), exit status, stdout."""
+    if MEMORY_CAP:  # fail alone (MemoryError) rather than wake the OOM killer on a shared box
+        cmd = ["prlimit", f"--as={MEMORY_CAP[0]}", "--", *cmd]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
                             env=env)
@@ -119,6 +124,7 @@ class Context:
     named_timeout: float
     sasci_serve: str | None
     sasci_path: str
+    describe: bool = True
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -154,7 +160,9 @@ def phase_build(ctx: Context) -> None:
     scratch = ctx.work / "scratch"
     scratch.mkdir(exist_ok=True)
     _say("build: phase breakdown (validate, map, serialize) and the N-Quads for the anchor")
-    breakdown = [_step("build", str(ctx.data), str(ctx.ontology), str(ctx.sources), str(ctx.nq))]
+    flag = "1" if ctx.describe else "0"
+    breakdown = [_step("build", str(ctx.data), str(ctx.ontology), str(ctx.sources), str(ctx.nq),
+                       flag)]
     cli = [str(BIN / "sasci-kg"), "load", "--no-shacl", "--data", str(ctx.data),
            "--ontology", str(ctx.ontology), "--sources", str(ctx.sources),
            "--store", str(scratch / "store-a")]
@@ -162,7 +170,14 @@ def phase_build(ctx: Context) -> None:
     floor: list[dict[str, Any]] = []
     for k in range(ctx.rounds):
         for which in (("A", "B") if k % 2 == 0 else ("B", "A")):
-            if which == "A":
+            if which == "A" and not ctx.describe:
+                _say(f"build round {k + 1}/{ctx.rounds}: build_dataset without describe_dataset"
+                     " + load_store (facts → store)")
+                step = _step("build", str(ctx.data), str(ctx.ontology), str(ctx.sources),
+                             str(scratch / "dataset.nq"), flag, str(scratch / "store-a"))
+                ours.append({"wall_s": step["wall_s"], "peak_rss_mib": step.get("peak_rss_mib"),
+                             "exit": 1 if "error" in step else 0})
+            elif which == "A":
                 _say(f"build round {k + 1}/{ctx.rounds}: sasci-kg load --no-shacl (facts → store)")
                 ours.append(run_measured(cli))
             else:
@@ -170,7 +185,7 @@ def phase_build(ctx: Context) -> None:
                 floor.append(_step("floor", str(ctx.nq), str(scratch / "store-b")))
         if k + 1 < ctx.rounds:
             breakdown.append(_step("build", str(ctx.data), str(ctx.ontology), str(ctx.sources),
-                                   str(scratch / "dataset.nq")))
+                                   str(scratch / "dataset.nq"), flag))
     shutil.rmtree(scratch, ignore_errors=True)
     shacl: dict[str, Any] = {"skipped": "no ontology/shapes.ttl"}
     if (ctx.ontology / "shapes.ttl").exists():
@@ -186,7 +201,7 @@ def phase_build(ctx: Context) -> None:
     ours_s = _median([r["wall_s"] for r in ours if r["exit"] == 0])
     floor_bulk = _median([f["bulk_load_s"] for f in floor if "bulk_load_s" in f])
     floor_opt = _median([f["bulk_load_s"] + f["optimize_s"] for f in floor if "optimize_s" in f])
-    ctx.results["build"] = {
+    ctx.results["build" if ctx.describe else "build_no_describe"] = {
         "quads": quads, "records": breakdown[0].get("records"),
         "notices": breakdown[0].get("notices"),
         "breakdown_median": med,
@@ -209,7 +224,8 @@ def phase_load(ctx: Context) -> None:
     """The project's loader (load_store: staging, bulk_load, optimize, swap) vs `oxigraph load`."""
     if not ctx.nq.exists():
         _say("load: no dataset.nq yet; running the build step once")
-        _step("build", str(ctx.data), str(ctx.ontology), str(ctx.sources), str(ctx.nq))
+        _step("build", str(ctx.data), str(ctx.ontology), str(ctx.sources), str(ctx.nq),
+              "1" if ctx.describe else "0")
     scratch = ctx.work / "scratch"
     scratch.mkdir(exist_ok=True)
     ours: list[dict[str, Any]] = []
@@ -682,6 +698,10 @@ def report(ctx: Context) -> str:
         b = r["build"]
         rows.append(("build + load from facts (`sasci-kg load --no-shacl`) ÷ pyoxigraph "
                      "bulk_load + optimize", b["ratio_vs_bulk_load_optimize"], 3.0, None, False))
+    if "build_no_describe" in r:
+        b = r["build_no_describe"]
+        rows.append(("the same without describe_dataset (VoID) ÷ pyoxigraph bulk_load + optimize",
+                     b["ratio_vs_bulk_load_optimize"], 3.0, None, False))
     if "query" in r and "sasci-kg" in r["query"]["summary"]:
         s = r["query"]["summary"]["sasci-kg"]
         rows.append(("query latency, geomean of median ratios ÷ oxigraph serve (uncached)",
@@ -696,11 +716,15 @@ def report(ctx: Context) -> str:
                          f"{_fmt(floor, '×') if floor else '–'} | "
                          f"{_verdict(value, target, floor, higher)} |")
         lines.append("")
-    if "build" in r:
-        b = r["build"]
+    for key in ("build", "build_no_describe"):
+        if key not in r:
+            continue
+        b = r[key]
         m = b["breakdown_median"]
+        described = key == "build"
         lines += [
-            "## 1. Validate + build (facts → quads)", "",
+            "## 1. Validate + build (facts → quads)" + ("" if described else
+                                                       ", without describe_dataset"), "",
             "| what | median |", "|---|---|",
             f"| validate (read YAML, check, evidence) | {_fmt(m['validate_s'], ' s')} |",
             f"| map to quads (+ ontology, one graph per triple) | {_fmt(m['map_s'], ' s')} |",
@@ -710,7 +734,10 @@ def report(ctx: Context) -> str:
             f"| facts → N-Quads total | {_fmt(m['total_s'], ' s')} "
             f"({_fmt(b['quads'] / m['total_s'], ' triples/s', 0)}), peak "
             f"{_fmt(m['peak_rss_mib'], ' MiB', 0)} |",
-            f"| **`sasci-kg load --no-shacl`: facts → compacted store** | "
+            ("| **`sasci-kg load --no-shacl`: facts → compacted store** | "
+             if described else
+             "| **facts → compacted store, without describe_dataset (library: build_dataset, "
+             "load_store)** | ") +
             f"**{_fmt(b['sasci_load_s'], ' s')}** ({_fmt(b['sasci_load_triples_per_s'], ' triples/s', 0)}), "
             f"peak {_fmt(b['sasci_load_peak_rss_mib'], ' MiB', 0)} |",
             f"| anchor: pyoxigraph parse only | {_fmt(b['floor_parse_s'], ' s')} |",
@@ -831,6 +858,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sasci-path", default="/sparql", help="SPARQL path of sasci-kg serve")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     parser.add_argument("--regenerate", action="store_true")
+    parser.add_argument("--no-describe", action="store_true", help="build without the VoID "
+                        "description (describe_dataset), measured with the library instead "
+                        "of the CLI: for sizes where describing the dataset does not fit")
+    parser.add_argument("--memory-cap", type=float, default=None, metavar="GIB",
+                        help="address-space limit of each measured process (prlimit)")
     args = parser.parse_args(argv)
     size = parse_size(args.size)
     label = f"{size:.0e}".replace("+0", "").replace("+", "")
@@ -838,7 +870,9 @@ def main(argv: list[str] | None = None) -> None:
     ctx = Context(size=size, work=work, rounds=args.rounds, query_rounds=args.query_rounds,
                   duration=args.duration, clients=args.clients, shacl_timeout=args.shacl_timeout,
                   named_timeout=args.named_timeout, sasci_serve=args.sasci_serve,
-                  sasci_path=args.sasci_path)
+                  sasci_path=args.sasci_path, describe=not args.no_describe)
+    if args.memory_cap:
+        MEMORY_CAP.append(int(args.memory_cap * 2**30))
     results_path = work / "results.json"
     if results_path.exists():
         ctx.results = json.loads(results_path.read_text())
@@ -852,6 +886,7 @@ def main(argv: list[str] | None = None) -> None:
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
                    f"Python {platform.python_version()}, pyoxigraph {pyoxigraph.__version__}",
         "load_start": _loadavg(),
+        "describe": not args.no_describe,
         "commit": _git("rev-parse", "--short", "HEAD"),
         "uncommitted_src": _git("status", "--porcelain", "--", "src").splitlines(),
     }
