@@ -330,6 +330,8 @@ def test_link_queries_are_plain_sparql_with_their_own_prefixes() -> None:
 
 def test_the_module_functions_share_one_tracer_per_backend(backend: OxigraphBackend) -> None:
     assert tracer_for(backend) is tracer_for(backend)
+    assert tracer_for(backend, generation=2) is not tracer_for(backend)
+    assert tracer_for(backend, generation=2) is tracer_for(backend, generation=2)
     assert resolve_entity(backend, "WCS").ref == "org/wcs-care"
     assert trace(backend, "WCS", "Springfield", paths=1).paths[0].length == 2
     assert connections(backend, "WCS", hops=1).connections

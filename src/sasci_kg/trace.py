@@ -122,22 +122,24 @@ class Tracer:
             self._fetch(kinds, max_links), start_node.iri, end_node.iri,
             max_length=max_length, paths=paths, timeout=timeout, max_links=max_links,
             kind_of=self._kind)
-        found = [self._path(outcome.graph, nodes) for nodes in outcome.paths]
+        found = self._paths(outcome.graph, outcome.paths)
         return TraceResult(
             source=start_node, target=end_node, paths=tuple(found), max_length=max_length,
-            searched=outcome.searched, complete=outcome.complete or bool(found),
+            searched=outcome.searched,
+            complete=not (outcome.timed_out or outcome.truncated),
             timed_out=outcome.timed_out, truncated=outcome.truncated, kinds=kinds,
             seconds=time.monotonic() - started, queries=outcome.queries)
 
-    def _path(self, graph: Neighbourhood, nodes: list[str]) -> Path:
-        raw = [link for a, b in zip(nodes, nodes[1:], strict=False) for link in graph.links(a, b)]
-        description = self._described(raw, nodes)
-        steps = []
-        for a, b in zip(nodes, nodes[1:], strict=False):
-            step_links = tuple(make_link(link, description) for link in graph.links(a, b))
-            steps.append(Step(description.node(a), description.node(b),
-                              _sorted_links(step_links)))
-        return Path(tuple(description.node(n) for n in nodes), tuple(steps))
+    def _paths(self, graph: Neighbourhood, node_lists: list[list[str]]) -> list[Path]:
+        """The found paths, described with one query (per batch) for all of them."""
+        pairs = [list(zip(nodes, nodes[1:], strict=False)) for nodes in node_lists]
+        raw = [link for steps in pairs for a, b in steps for link in graph.links(a, b)]
+        description = self._described(raw, {n for nodes in node_lists for n in nodes})
+        node = description.node
+        return [Path(tuple(node(n) for n in nodes), tuple(
+            Step(node(a), node(b), _sorted_links(make_link(link, description)
+                                                 for link in graph.links(a, b)))
+            for a, b in steps)) for nodes, steps in zip(node_lists, pairs, strict=True)]
 
     def connections(self, entity: str, *, hops: int = DEFAULT_HOPS,
                     links: Iterable[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -300,21 +302,23 @@ def paths_network(result: TraceResult) -> Network:
 
 # -- module-level conveniences: one Tracer per backend object (one store generation) --
 
-_TRACERS: weakref.WeakKeyDictionary[Any, Tracer] = weakref.WeakKeyDictionary()
+_TRACERS: weakref.WeakKeyDictionary[Any, tuple[object, Tracer]] = weakref.WeakKeyDictionary()
 _TRACERS_LOCK = threading.Lock()
 
 
-def tracer_for(backend: Backend) -> Tracer:
-    """The Tracer of ``backend``, built once and kept while the backend lives: a
-    ReloadingStore gives a new backend when a new store is swapped in, hence a new index."""
+def tracer_for(backend: Backend, *, generation: object = None) -> Tracer:
+    """The Tracer of ``backend``, built once and kept while the backend lives (its label
+    index with it). A ReloadingStore gives a new backend when a new store is swapped in;
+    a long-lived backend (a remote engine) passes a ``generation`` that changes when its
+    data does, and gets a fresh Tracer then."""
     with _TRACERS_LOCK:
         try:
-            tracer = _TRACERS.get(backend)
+            cached = _TRACERS.get(backend)
         except TypeError:  # not weakly referenceable: no caching
             return Tracer(backend)
-        if tracer is None:
-            tracer = _TRACERS[backend] = Tracer(backend)
-        return tracer
+        if cached is None or cached[0] != generation:
+            cached = _TRACERS[backend] = (generation, Tracer(backend))
+        return cached[1]
 
 
 def resolve_entity(backend: Backend, text: str, *, parameter: str = "ENTITY") -> Node:
