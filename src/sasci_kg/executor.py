@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import re
 import resource
-import shutil
 import signal
 import threading
 import time
@@ -31,7 +30,7 @@ import pyoxigraph as ox
 
 from .errors import NotFoundError, QueryError, SasciKgError, StoreError, StoreLockedError
 from .guard import QuerySyntaxError
-from .store import _clean_leftovers, _swap_in, _WriteLock, store_generation
+from .store import replace_store, store_generation
 
 log = logging.getLogger(__name__)
 
@@ -498,18 +497,16 @@ def _run_write(job: UpdateJob | GraphWriteJob, path: Path) -> Outcome:
     same rename swap as ``load_store`` makes it live; readers reopen on the new generation.
     Writes are serialised by the store's write lock (a concurrent load or write → locked).
     """
-    with _WriteLock(path):
-        _clean_leftovers(path)
-        staging = path.with_name(f".{path.name}.staging-{os.getpid()}")
-        try:
-            ox.Store.read_only(str(path)).backup(str(staging))
-            store = ox.Store(str(staging))
-            info = _apply_write(job, store)
-            store.flush()
-            del store
-            _swap_in(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    info: dict[str, Any] = {}
+
+    def build(staging: Path) -> None:
+        ox.Store.read_only(str(path)).backup(str(staging))
+        store = ox.Store(str(staging))
+        info.update(_apply_write(job, store))
+        store.flush()
+        del store
+
+    replace_store(path, build)
     return Outcome(b"", info={**info, "generation": store_generation(path)})
 
 

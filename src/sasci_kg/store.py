@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol, Union
+from typing import IO, Any, Protocol, Union
 
 import pyoxigraph as ox
 
@@ -248,6 +248,24 @@ def _clean_leftovers(live: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def replace_store(path: Path | str, build: Callable[[Path], None]) -> None:
+    """Build a new store with ``build(staging)`` and swap it in at ``path``.
+
+    ``build`` gets a staging directory beside the live store, which it fills with a complete
+    Oxigraph store. The write lock is held throughout (another load or write: locked), leftovers
+    of a killed run are removed first, and if ``build`` fails the live store is untouched.
+    """
+    live = Path(path)
+    with _WriteLock(live):
+        _clean_leftovers(live)
+        staging = live.with_name(f".{live.name}.staging-{os.getpid()}")
+        try:
+            build(staging)
+            _swap_in(staging, live)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already after a swap
+
+
 def load_store(
     path: Path | str,
     inputs: Iterable[LoadInput],
@@ -262,40 +280,38 @@ def load_store(
     """
     live = Path(path)
     started = time.monotonic()
-    with _WriteLock(live):
-        _clean_leftovers(live)
-        staging = live.with_name(f".{live.name}.staging-{os.getpid()}")
-        try:
-            store = ox.Store(str(staging))
-            for item in inputs:
-                if progress:
-                    progress(f"loading {item.label or item.path or 'data'}")
-                to_graph = ox.NamedNode(item.graph) if item.graph else None
-                source: bytes | IO[bytes] | None = item.data
-                try:
-                    if item.path is not None:
-                        store.bulk_load(path=str(item.path), format=item.format, to_graph=to_graph)
-                    else:
-                        store.bulk_load(source, format=item.format, to_graph=to_graph)
-                except SyntaxError as exc:
-                    raise StoreError(
-                        f"{item.label or item.path}: not valid {item.format.name} ({exc}); "
-                        "fix the file and load again — the previous store is still in place"
-                    ) from exc
+    loaded: dict[str, Any] = {}
+
+    def build(staging: Path) -> None:
+        store = ox.Store(str(staging))
+        for item in inputs:
             if progress:
-                progress("compacting the store")
-            store.optimize()
-            store.flush()
-            quads = len(store)
-            graphs = sorted(
-                g.value for g in store.named_graphs() if isinstance(g, ox.NamedNode)
-            )
-            del store
-            _swap_in(staging, live)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    return LoadReport(path=live, quads=quads, graphs=graphs, seconds=time.monotonic() - started)
+                progress(f"loading {item.label or item.path or 'data'}")
+            to_graph = ox.NamedNode(item.graph) if item.graph else None
+            source: bytes | IO[bytes] | None = item.data
+            try:
+                if item.path is not None:
+                    store.bulk_load(path=str(item.path), format=item.format, to_graph=to_graph)
+                else:
+                    store.bulk_load(source, format=item.format, to_graph=to_graph)
+            except SyntaxError as exc:
+                raise StoreError(
+                    f"{item.label or item.path}: not valid {item.format.name} ({exc}); "
+                    "fix the file and load again — the previous store is still in place"
+                ) from exc
+        if progress:
+            progress("compacting the store")
+        store.optimize()
+        store.flush()
+        loaded["quads"] = len(store)
+        loaded["graphs"] = sorted(
+            g.value for g in store.named_graphs() if isinstance(g, ox.NamedNode)
+        )
+        del store
+
+    replace_store(live, build)
+    return LoadReport(path=live, quads=loaded["quads"], graphs=loaded["graphs"],
+                      seconds=time.monotonic() - started)
 
 
 def store_generation(path: Path | str) -> tuple[int, int] | None:
