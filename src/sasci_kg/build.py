@@ -7,7 +7,7 @@ N-Quads and prefixed TriG; ``load_inputs`` hands it to ``store.load_store``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,10 +91,14 @@ def build_dataset(
     *,
     sources_dir: Path | str | None = None,
     shacl: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> BuildResult:
-    """Facts + ontology → quads; raise FactsError or ShaclError on bad input."""
+    """Facts + ontology → quads; raise FactsError or ShaclError on bad input.
+
+    ``progress`` is called with each fact file's name once read (for a progress bar).
+    """
     ontology = Path(ontology_dir)
-    facts = load_facts(data_dir, ontology, sources_dir=sources_dir)
+    facts = load_facts(data_dir, ontology, sources_dir=sources_dir, progress=progress)
     with paused_gc():  # a million quads, no cycles: collections only cost time
         quads = list(_one_graph_each([*read_ontology(ontology), *facts_to_quads(facts)]))
     result = BuildResult(quads=quads, facts=facts)

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,10 +19,10 @@ import pyoxigraph as ox
 
 from . import __version__
 from .backends import BACKEND_KINDS, BackendSettings, load_dataset, open_backend
-from .build import build_dataset, load_inputs, write_dataset
+from .build import BuildResult, build_dataset, load_inputs, write_dataset
 from .errors import FactsError, SasciKgError
 from .export import FORMATS, get_format, gzip_bytes, serialize_quads
-from .facts import load_facts
+from .facts import count_fact_files, load_facts
 from .network import WRITERS as NETWORK_FORMATS
 from .queries import get_query, list_queries, run_named_query
 from .remote import AUTH_KINDS
@@ -57,16 +56,19 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-@contextmanager
-def _step(message: str) -> Iterator[None]:
-    """Announce a step on stderr (only on a terminal) and report how long it took."""
-    tty = sys.stderr.isatty()
+def _build_with_progress(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, *,
+                         shacl: bool) -> BuildResult:
+    """Build the dataset with a progress bar over the fact files (on a terminal only)."""
+    if not sys.stderr.isatty():
+        return build_dataset(data_dir, ontology_dir, sources_dir=sources_dir, shacl=shacl)
+    total = count_fact_files(data_dir) if Path(data_dir).is_dir() else 0
     started = time.monotonic()
-    if tty:
-        click.echo(f"{message} …", err=True, nl=False)
-    yield
-    if tty:
-        click.echo(f" done ({time.monotonic() - started:.1f} s)", err=True)
+    with click.progressbar(length=total, label="Reading the fact files",
+                           file=sys.stderr) as bar:
+        result = build_dataset(data_dir, ontology_dir, sources_dir=sources_dir, shacl=shacl,
+                               progress=lambda _name: bar.update(1))
+    _say(f"Built the graph ({time.monotonic() - started:.1f} s)")
+    return result
 
 
 def _fail_on_library_errors(func: F) -> F:
@@ -226,8 +228,7 @@ def validate(data_dir: Path, ontology_dir: Path, sources_dir: Path | None) -> No
 def build(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, out_dir: Path,
           shacl: bool) -> None:
     """Build the dataset (facts + ontology → quads), SHACL-check it, write it to --out."""
-    with _step("Building the graph"):
-        result = build_dataset(data_dir, ontology_dir, sources_dir=sources_dir, shacl=shacl)
+    result = _build_with_progress(data_dir, ontology_dir, sources_dir, shacl=shacl)
     _print_notices(result.facts.notices if result.facts else [])
     for warning in result.warnings:
         _say(f"SHACL {warning}")
@@ -268,8 +269,7 @@ def load(data_dir: Path, ontology_dir: Path, sources_dir: Path | None,
     remote engine each graph is staged, size-checked and moved over the live one.
     """
     extra = [_file_input(f) for f in files]
-    with _step("Building the graph"):
-        result = build_dataset(data_dir, ontology_dir, sources_dir=sources_dir, shacl=shacl)
+    result = _build_with_progress(data_dir, ontology_dir, sources_dir, shacl=shacl)
     _print_notices(result.facts.notices if result.facts else [])
     progress = _say if sys.stderr.isatty() else None
     report = load_dataset(backend_settings, [*load_inputs(result), *extra], progress=progress,
@@ -558,7 +558,7 @@ def _build_and_load_if_missing(store: Path, data_dir: Path, ontology_dir: Path,
     if store_generation(store) is not None:
         return
     _say(f"No store at {store}: building the graph from {data_dir} and loading it")
-    result = build_dataset(data_dir, ontology_dir, sources_dir=sources_dir)
+    result = _build_with_progress(data_dir, ontology_dir, sources_dir, shacl=True)
     _print_notices(result.facts.notices if result.facts else [])
     report = load_store(store, load_inputs(result))
     _say(f"Loaded {report.quads} quads in {len(report.graphs)} graphs into {report.path}")

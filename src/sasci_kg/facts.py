@@ -12,7 +12,7 @@ import datetime as dt
 import difflib
 import gc
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,35 +318,85 @@ class _Sequence(list[Any]):
     item_lines: list[int]
 
 
-def _construct(node: yaml.Node, problems: list[Problem], path: str) -> Any:
-    if isinstance(node, yaml.MappingNode):
+# Fact files need four levels (section, record, field, list); much deeper is a mistake, and
+# past about a thousand levels the recursion below would fail.
+MAX_NESTING = 32
+
+
+class _Builder:
+    """Turns composed YAML nodes into values that keep their line numbers.
+
+    A list or mapping reached a second time is an alias (``*name``): refused, since a
+    recursive alias never ends and a few nested ones multiply into millions of items.
+    """
+
+    def __init__(self, problems: list[Problem], path: str):
+        self.problems = problems
+        self.path = path
+        self.seen: set[int] = set()
+
+    def problem(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(Problem(self.path, node.start_mark.line + 1, message))
+
+    def build(self, node: yaml.Node, depth: int = 0) -> Any:
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if id(node) in self.seen:
+                self.problem(node, "aliases of lists or mappings (*name) are not allowed in "
+                             "fact files; write the values out")
+                return None
+            self.seen.add(id(node))
+            if depth >= MAX_NESTING:
+                self.problem(node, f"nested more than {MAX_NESTING} levels deep; a fact file "
+                             "needs four (section, record, field, list)")
+                return None
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, depth)
+        if isinstance(node, yaml.SequenceNode):
+            sequence = _Sequence()
+            sequence.line = node.start_mark.line + 1
+            sequence.item_lines = []
+            for item in node.value:
+                sequence.append(self.build(item, depth + 1))
+                sequence.item_lines.append(item.start_mark.line + 1)
+            return sequence
+        return self._scalar(node)
+
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> _Mapping:
         mapping = _Mapping()
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {}
         for key_node, value_node in node.value:
-            key = _construct(key_node, problems, path)
+            key = self.build(key_node, depth + 1)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str):
-                problems.append(Problem(path, line, f"key {key!r} must be a text"))
+                self.problems.append(Problem(self.path, line, f"key {_show(key)} must be a text"))
                 continue
             if key in mapping:
-                problems.append(
-                    Problem(path, line, f"duplicate key '{key}' (first at line "
+                self.problems.append(
+                    Problem(self.path, line, f"duplicate key '{key}' (first at line "
                             f"{mapping.key_lines[key]}); keep one")
                 )
                 continue
-            mapping[key] = _construct(value_node, problems, path)
+            mapping[key] = self.build(value_node, depth + 1)
             mapping.key_lines[key] = line
         return mapping
-    if isinstance(node, yaml.SequenceNode):
-        sequence = _Sequence()
-        sequence.line = node.start_mark.line + 1
-        sequence.item_lines = []
-        for item in node.value:
-            sequence.append(_construct(item, problems, path))
-            sequence.item_lines.append(item.start_mark.line + 1)
-        return sequence
-    return _SCALARS.construct_object(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return _SCALARS.construct_object(node)
+        except yaml.constructor.ConstructorError:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            # PyYAML raises these for a value its tag cannot hold (2024-13-01, !!int abc).
+            if _SCALARS.resolve(yaml.ScalarNode, node.value, (True, False)) == node.tag:
+                return node.value  # it only looked like a date or number: the field judges it
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self.problem(node, f"{_show(node.value)} cannot be read as {tag} ({exc}); fix the "
+                         "value or remove the tag")
+            return None
+        finally:
+            # The shared constructor remembers every node it built; forget them.
+            _SCALARS.constructed_objects.clear()
 
 
 _SCALARS = yaml.SafeLoader("")
@@ -368,12 +418,20 @@ def read_yaml(path: Path, display: str) -> tuple[Any, list[Problem]]:
         if exc.context and exc.context_mark:
             what += f" ({exc.context} at line {exc.context_mark.line + 1})"
         return None, [Problem(display, line, f"YAML syntax error: {what}; fix the YAML syntax")]
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (NUL, most control characters): name its line.
+        # (libyaml counts the position in UTF-8 bytes, PyYAML's own reader in characters).
+        before: str | bytes = text.encode("utf-8") if _Loader is not yaml.SafeLoader else text
+        line = before.count("\n" if isinstance(before, str) else b"\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character or "?")
+        return None, [Problem(display, line, f"YAML error: the character U+{code:04X} is not "
+                              "allowed in YAML text; remove it")]
     except yaml.YAMLError as exc:
         return None, [Problem(display, 1, f"YAML error: {exc}")]
     if node is None:
         return None, [Problem(display, 1, "empty file; add a section or remove the file")]
     try:
-        return _construct(node, problems, display), problems
+        return _Builder(problems, display).build(node), problems
     except yaml.constructor.ConstructorError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
         return None, [Problem(display, line, f"YAML value error: {exc.problem}")]
@@ -544,15 +602,23 @@ def load_facts(
     *,
     sources_dir: Path | str | None = None,
     check_evidence: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> FactSet:
     """Read and check every fact file; raise :class:`FactsError` with all problems found.
 
     Evidence excerpts are checked against ``sources_dir/<file>`` when that text exists;
     when it does not, a notice says so (``FactSet.notices``) and the build goes on.
+    ``progress`` is called with each file's name once it has been read.
     """
     with paused_gc():
         return _load_facts(data_dir, ontology_dir, sources_dir=sources_dir,
-                           check_evidence=check_evidence)
+                           check_evidence=check_evidence, progress=progress)
+
+
+def count_fact_files(data_dir: Path | str) -> int:
+    """How many YAML files ``load_facts`` will read (for a progress bar)."""
+    data = Path(data_dir)
+    return sum(1 for _ in data.glob("*/*.yaml")) + sum(1 for _ in data.glob("*/*.yml"))
 
 
 @contextmanager
@@ -578,6 +644,7 @@ def _load_facts(
     *,
     sources_dir: Path | str | None,
     check_evidence: bool,
+    progress: Callable[[str], None] | None,
 ) -> FactSet:
     data = Path(data_dir)
     if not data.is_dir():
@@ -591,7 +658,7 @@ def _load_facts(
         checker.add(str(data), 1, "no source folders (a folder with a source.yaml); "
                     "see docs/model.md for the layout")
     for folder in folders:
-        source = _read_source(folder, checker)
+        source = _read_source(folder, checker, progress)
         if source is not None:
             sources.append(source)
     _check_ids_and_refs(sources, checker)
@@ -609,10 +676,13 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _read_source(folder: Path, checker: _Checker) -> SourceDoc | None:
+def _read_source(folder: Path, checker: _Checker,
+                 progress: Callable[[str], None] | None) -> SourceDoc | None:
     source_path = folder / "source.yaml"
     display = _display(source_path)
     tree, problems = read_yaml(source_path, display)
+    if progress:
+        progress(display)
     checker.problems.extend(problems)
     if tree is None:
         return None
@@ -639,6 +709,8 @@ def _read_source(folder: Path, checker: _Checker) -> SourceDoc | None:
             continue
         file_display = _display(path)
         file_tree, file_problems = read_yaml(path, file_display)
+        if progress:
+            progress(file_display)
         checker.problems.extend(file_problems)
         if file_tree is None:
             continue
