@@ -8,28 +8,16 @@ the union of all graphs, Oxigraph a graph of its own), so every query names its 
 :func:`replace_graphs` loads a rebuilt dataset through staging graphs and moves them over
 the live ones in one update request. Every engine quirk that could pass off a partial
 answer as a whole one (row caps, "anytime" partial results, truncated bodies) is detected
-and raised; nothing is printed.
+and raised; nothing is printed. The HTTP and credentials layer is :mod:`.remote_http`, the
+SPARQL text and result parsing :mod:`.remote_sparql`, loading :mod:`.remote_load`; their
+public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
-import ipaddress
-import json
-import re
-import secrets
-import shutil
-import socket
-import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from email.message import Message
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Sequence
 
 import pyoxigraph as ox
 
@@ -42,630 +30,65 @@ from .errors import (
     RemoteUnavailableError,
     StoreError,
 )
-from .store import LoadInput, QueryResult
-from .vocab import BASE, PREFIXES
-
-#: Where staging graphs live while a load runs: outside every namespace we publish, so no
-#: query's dataset ever includes one, and any found at the start of a load are leftovers.
-STAGING_NAMESPACE = "urn:sasci-kg:staging:"
-#: A graph that never exists: the dataset of a query when the engine holds none of ours.
-EMPTY_GRAPH = "urn:sasci-kg:no-graph"
-
-SPARQL_RESULTS_JSON = "application/sparql-results+json"
-N_TRIPLES = "application/n-triples"
-_JSON_TYPES = {SPARQL_RESULTS_JSON, "application/json"}
-_XML_TYPES = {"application/sparql-results+xml", "application/xml", "text/xml"}
-_TRIPLE_TYPES = {
-    N_TRIPLES: ox.RdfFormat.N_TRIPLES,
-    "text/plain": ox.RdfFormat.N_TRIPLES,  # N-Triples' media type before RDF 1.1
-    "text/turtle": ox.RdfFormat.TURTLE,
-    "application/x-turtle": ox.RdfFormat.TURTLE,
-}
-
-
-# ---------------------------------------------------------------------------------------
-# Credentials: kept out of every repr, log line and error message.
-
-
-class Secret:
-    """A credential whose ``repr``/``str`` never show it; :meth:`reveal` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
-
-    def __hash__(self) -> int:
-        return hash(Secret)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-
-class Auth(Protocol):
-    """How requests to the engine authenticate: a header, a challenge handler, or a signer.
-
-    ``apply`` may add headers to a request before it is sent (basic, bearer, or a custom
-    signer such as AWS SigV4 for Neptune); ``handlers`` gives urllib handlers that answer
-    a 401 challenge (digest).
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    def apply(self, request: urllib.request.Request) -> None: ...
-
-    def handlers(self, urls: Sequence[str]) -> list[urllib.request.BaseHandler]: ...
-
-
-class NoAuth:
-    """No authentication."""
-
-    name = "none"
-
-    def apply(self, request: urllib.request.Request) -> None:
-        return None
-
-    def handlers(self, urls: Sequence[str]) -> list[urllib.request.BaseHandler]:
-        return []
-
-    def __repr__(self) -> str:
-        return "NoAuth()"
-
-
-@dataclass(frozen=True)
-class BasicAuth:
-    """HTTP Basic: the password goes with every request (use HTTPS beyond loopback)."""
-
-    user: str
-    password: Secret = field(repr=False)
-    name: str = field(default="basic", init=False)
-
-    def apply(self, request: urllib.request.Request) -> None:
-        token = f"{self.user}:{self.password.reveal()}".encode()
-        request.add_unredirected_header("Authorization",
-                                        "Basic " + base64.b64encode(token).decode("ascii"))
-
-    def handlers(self, urls: Sequence[str]) -> list[urllib.request.BaseHandler]:
-        return []
-
-
-@dataclass(frozen=True)
-class DigestAuth:
-    """HTTP Digest (Virtuoso's /sparql-auth and GSP -auth URLs accept only this)."""
-
-    user: str
-    password: Secret = field(repr=False)
-    name: str = field(default="digest", init=False)
-
-    def apply(self, request: urllib.request.Request) -> None:
-        return None
-
-    def handlers(self, urls: Sequence[str]) -> list[urllib.request.BaseHandler]:
-        manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-        for url in urls:
-            manager.add_password(None, url, self.user, self.password.reveal())
-        return [urllib.request.HTTPDigestAuthHandler(manager)]
-
-
-@dataclass(frozen=True)
-class BearerAuth:
-    """An ``Authorization: Bearer`` token (GraphDB, Stardog, QLever, gateways)."""
-
-    token: Secret = field(repr=False)
-    name: str = field(default="bearer", init=False)
-
-    def apply(self, request: urllib.request.Request) -> None:
-        request.add_unredirected_header("Authorization", "Bearer " + self.token.reveal())
-
-    def handlers(self, urls: Sequence[str]) -> list[urllib.request.BaseHandler]:
-        return []
-
-
-AUTH_KINDS = ("none", "basic", "digest", "bearer")
-
-
-def make_auth(kind: str, *, user: str | None = None, password: Secret | None = None,
-              token: Secret | None = None) -> Auth:
-    """The :class:`Auth` for a kind name; StoreError names what is missing."""
-    if kind == "none":
-        return NoAuth()
-    if kind in ("basic", "digest"):
-        if not user or not password:
-            raise StoreError(f"--auth {kind} needs a user and a password: give --user (or "
-                             "SASCI_KG_USER) and SASCI_KG_PASSWORD or --password-file")
-        return BasicAuth(user, password) if kind == "basic" else DigestAuth(user, password)
-    if kind == "bearer":
-        if not token:
-            raise StoreError("--auth bearer needs a token: set SASCI_KG_TOKEN or give "
-                             "--token-file")
-        return BearerAuth(token)
-    raise StoreError(f"unknown authentication '{kind}'; use one of: {', '.join(AUTH_KINDS)}")
-
-
-# ---------------------------------------------------------------------------------------
-# URLs: checked once, shown without credentials or query strings.
-
-
-def safe_url(url: str) -> str:
-    """``url`` for messages: no user info, no query string (either may carry a secret)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def check_url(url: str, option: str) -> str:
-    """An absolute http(s) URL without credentials in it, or StoreError naming the option."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StoreError(f"{option}: '{safe_url(url)}' is not an http(s) URL; give the "
-                         "engine's full endpoint URL, e.g. http://127.0.0.1:8890/sparql")
-    if parts.username or parts.password:
-        raise StoreError(f"{option}: the URL carries credentials; remove them from the URL and "
-                         "use --auth with --user and SASCI_KG_PASSWORD (or a token) instead")
-    if parts.fragment:
-        raise StoreError(f"{option}: remove the '#…' fragment from the URL")
-    return url
-
-
-def _is_loopback(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# ---------------------------------------------------------------------------------------
-# HTTP: one request, bounded in time and size, never following redirects.
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    headers: Message
-    body: bytes
-
-    @property
-    def media_type(self) -> str:
-        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-
-    def snippet(self, limit: int = 300) -> str:
-        text = " ".join(self.body[:4096].decode("utf-8", "replace").split())
-        return text[:limit] + ("…" if len(text) > limit else "")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: credentials must not follow a request to another URL."""
-
-    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
-                         headers: object, newurl: str) -> None:
-        return None
-
-
-def _socket_of(response: object) -> socket.socket | None:
-    raw = getattr(getattr(response, "fp", None), "raw", None)
-    sock = getattr(raw, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _read_body(response: http.client.HTTPResponse, deadline: float, limit: int,
-               what: str) -> bytes:
-    """The whole body, or RemoteTimeoutError past the deadline / RemoteProtocolError."""
-    chunks: list[bytes] = []
-    total = 0
-    sock = _socket_of(response)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise RemoteTimeoutError(f"{what}: the answer did not arrive in full in time")
-        if sock is not None:
-            sock.settimeout(remaining)
-        chunk = response.read1(65536)
-        if not chunk:
-            if response.length:  # fewer bytes than Content-Length announced
-                raise http.client.IncompleteRead(b"".join(chunks), response.length)
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > limit:
-            raise RemoteIncompleteError(
-                f"{what}: the answer is larger than {limit // (1 << 20)} MiB; ask for less "
-                "(LIMIT, a narrower pattern) or raise the backend's max_bytes")
-        chunks.append(chunk)
-
-
-class _Http:
-    """Requests to one engine with one authentication, a total time limit and a size cap."""
-
-    def __init__(self, auth: Auth, urls: Sequence[str], *, timeout: float, max_bytes: int):
-        self.auth = auth
-        self.urls = list(urls)
-        self.timeout = timeout
-        self.max_bytes = max_bytes
-
-    def request(self, method: str, url: str, *, what: str, data: bytes | None = None,
-                headers: dict[str, str] | None = None, timeout: float | None = None,
-                ) -> _Response:
-        limit = timeout if timeout is not None else self.timeout
-        deadline = time.monotonic() + limit
-        request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-        request.add_header("User-Agent", "sasci-kg")
-        self.auth.apply(request)
-        handlers: list[urllib.request.BaseHandler] = [_NoRedirect(),
-                                                      *self.auth.handlers(self.urls)]
-        if _is_loopback(url):
-            handlers.append(urllib.request.ProxyHandler({}))
-        opener = urllib.request.build_opener(*handlers)
-        where = f"{what} at {safe_url(url)}"
-        try:
-            try:
-                response = opener.open(request, timeout=limit)
-            except urllib.error.HTTPError as exc:
-                # Read a bounded piece of the error body for the message.
-                try:
-                    body = exc.read(65536) if exc.fp is not None else b""
-                except (OSError, http.client.HTTPException):
-                    body = b""
-                finally:
-                    exc.close()
-                return _Response(exc.code, exc.headers, body)
-            with response:
-                body = _read_body(response, deadline, self.max_bytes, where)
-                return _Response(response.status, response.headers, body)
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, TimeoutError):
-                raise RemoteTimeoutError(
-                    f"{where}: no answer within {limit:g} s; the engine is busy or the query "
-                    "too costly (raise the timeout with --remote-timeout or "
-                    "SASCI_KG_REMOTE_TIMEOUT)") from None
-            raise RemoteUnavailableError(
-                f"{where}: cannot connect ({_reason(reason)}); is the engine running, and is "
-                "the URL right?") from None
-        except TimeoutError:
-            raise RemoteTimeoutError(
-                f"{where}: no complete answer within {limit:g} s; the engine is busy or the "
-                "query too costly (raise the timeout with --remote-timeout or "
-                "SASCI_KG_REMOTE_TIMEOUT)") from None
-        except http.client.IncompleteRead:
-            raise RemoteProtocolError(f"{where}: the engine closed the connection in the "
-                                      "middle of its answer") from None
-        except (ConnectionError, http.client.RemoteDisconnected) as exc:
-            raise RemoteUnavailableError(f"{where}: the connection failed "
-                                         f"({_reason(exc)})") from None
-        except http.client.HTTPException as exc:
-            raise RemoteProtocolError(f"{where}: not a valid HTTP answer "
-                                      f"({type(exc).__name__})") from None
-        except OSError as exc:
-            raise RemoteUnavailableError(f"{where}: {_reason(exc)}") from None
-
-
-def _reason(reason: object) -> str:
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, socket.gaierror):
-        return "unknown host"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror.lower()
-    return type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
-
-
-# ---------------------------------------------------------------------------------------
-# SPARQL text: find the query form, the dataset clause, the prefixes used, and where a
-# VALUES block binds the parameters — without a full parser, never inside a string, IRI or
-# comment. The engine parses the result; we only insert well-formed, escaped terms.
-
-_TOKEN = re.compile(
-    r"""
-      (?P<ws>\s+)
-    | (?P<comment>\#[^\n\r]*)
-    | (?P<string>'''(?:[^'\\]|\\.|'(?!''))*'''|\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"
-                 |'(?:[^'\\\n\r]|\\.)*'|"(?:[^"\\\n\r]|\\.)*")
-    | (?P<iri><[^<>"{}|^`\\\x00-\x20]*>)
-    | (?P<var>[?$][A-Za-z0-9_\u00B7-\uFFFF]+)
-    | (?P<bnode>_:[A-Za-z0-9_\u00B7-\uFFFF.\-]+)
-    | (?P<pname>(?:[A-Za-z\u00C0-\uFFFF][A-Za-z0-9_\-.\u00B7-\uFFFF]*)?:
-                (?:[A-Za-z0-9_\-.:%\\\u00B7-\uFFFF]*))
-    | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<punct>.)
-    """,
-    re.VERBOSE | re.DOTALL,
+from .remote_http import (
+    AUTH_KINDS,
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    DigestAuth,
+    HttpClient,
+    HttpResponse,
+    NoAuth,
+    Secret,
+    check_url,
+    make_auth,
+    safe_url,
 )
-_UPDATE_WORDS = {"INSERT", "DELETE", "LOAD", "CLEAR", "CREATE", "DROP", "COPY", "MOVE", "ADD",
-                 "WITH"}
-_QUERY_FORMS = {"SELECT", "CONSTRUCT", "DESCRIBE", "ASK"}
-_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from .remote_load import (
+    STAGING_NAMESPACE,
+    Alteration,
+    RemoteLoadReport,
+    replace_graphs,
+)
+from .remote_sparql import (
+    EMPTY_GRAPH,
+    N_TRIPLES,
+    SPARQL_RESULTS_JSON,
+    PreparedQuery,
+    as_query_triples,
+    count_rows,
+    parse_solutions,
+    parse_triples,
+    prepare_query,
+    term_text,
+)
+from .store import QueryResult
+from .vocab import BASE
 
-
-@dataclass(frozen=True)
-class _Token:
-    kind: str
-    text: str
-    start: int
-    end: int
-
-
-def _tokens(text: str) -> list[_Token]:
-    found = []
-    for match in _TOKEN.finditer(text):
-        kind = match.lastgroup or "punct"
-        if kind in ("ws", "comment"):
-            continue
-        found.append(_Token(kind, match.group(), match.start(), match.end()))
-    return found
-
-
-@dataclass(frozen=True)
-class PreparedQuery:
-    """A query made ready for a remote engine: its form and the text to send."""
-
-    form: str  # SELECT, CONSTRUCT, DESCRIBE or ASK
-    text: str
-    has_dataset: bool  # the query names its own dataset (FROM / FROM NAMED)
-
-
-def _term_text(name: str, term: object) -> str:
-    """A term as SPARQL text, checked so that it cannot break out of the VALUES block."""
-    if isinstance(term, ox.NamedNode):
-        if re.search(r"[<>\"{}|^`\\\x00-\x20]", term.value):
-            raise QueryError(f"parameter '{name}': '{term.value}' is not an IRI")
-        return f"<{term.value}>"
-    if isinstance(term, ox.Literal):
-        return str(term)  # N-Triples form: quotes, backslashes and newlines escaped
-    raise QueryError(f"parameter '{name}': only IRIs and literals can be bound")
-
-
-def prepare_query(
-    sparql: str,
-    *,
-    prefixes: dict[str, str] | None = None,
-    substitutions: dict[str, ox.NamedNode | ox.Literal] | None = None,
-    base_iri: str | None = None,
-) -> PreparedQuery:
-    """Add the default prefixes the query uses but does not declare, bind ``substitutions``
-    with a VALUES block, and say which form the query has; QueryError when it is no query.
-    """
-    prefixes = PREFIXES if prefixes is None else prefixes
-    tokens = _tokens(sparql)
-    declared: set[str] = set()
-    has_base = False
-    i = 0
-    while i < len(tokens) and tokens[i].kind == "word" and tokens[i].text.upper() in (
-            "PREFIX", "BASE"):
-        if tokens[i].text.upper() == "BASE":
-            has_base = True
-            i += 2
-        else:
-            if i + 1 < len(tokens) and tokens[i + 1].kind == "pname":
-                declared.add(tokens[i + 1].text.split(":", 1)[0])
-            i += 3
-    if i >= len(tokens) or tokens[i].kind != "word":
-        raise QueryError("not a SPARQL query: expected SELECT, CONSTRUCT, DESCRIBE or ASK")
-    form = tokens[i].text.upper()
-    if form in _UPDATE_WORDS:
-        raise QueryError(f"{form} is an update, not a query; the query URL takes only "
-                         "SELECT, CONSTRUCT, DESCRIBE and ASK")
-    if form not in _QUERY_FORMS:
-        raise QueryError(f"not a SPARQL query: expected SELECT, CONSTRUCT, DESCRIBE or ASK, "
-                         f"found '{tokens[i].text}'")
-    body = tokens[i + 1:]
-
-    used = {t.text.split(":", 1)[0] for t in tokens if t.kind == "pname"}
-    prologue = []
-    if base_iri and not has_base:
-        prologue.append(f"BASE {_term_text('base_iri', ox.NamedNode(base_iri))}")
-    for name in sorted(used - declared):
-        if name in prefixes:
-            prologue.append(f"PREFIX {name}: <{prefixes[name]}>")
-
-    has_dataset = any(t.kind == "word" and t.text.upper() == "FROM" for t in body
-                      if _depth_zero(body, t))
-    text = sparql
-    if substitutions:
-        text = _bind_values(sparql, form, body, substitutions)
-    if prologue:
-        text = "\n".join(prologue) + "\n" + text
-    return PreparedQuery(form=form, text=text, has_dataset=has_dataset)
-
-
-def _depth_zero(body: list[_Token], token: _Token) -> bool:
-    depth = 0
-    for t in body:
-        if t is token:
-            return depth == 0
-        if t.text == "{":
-            depth += 1
-        elif t.text == "}":
-            depth -= 1
-    return False
-
-
-def _bind_values(sparql: str, form: str, body: list[_Token],
-                 substitutions: dict[str, ox.NamedNode | ox.Literal]) -> str:
-    """Insert ``VALUES ?name { term }`` at the start of the query's WHERE group."""
-    for name in substitutions:
-        if not _VARIABLE_NAME.match(name):
-            raise QueryError(f"'{name}' is not a SPARQL variable name")
-    if form == "SELECT":
-        projected = _projection(body)
-        if projected is not None:
-            for name in substitutions:
-                if name not in projected:
-                    raise QueryError(f"query cannot run: the SPARQL query does not project "
-                                     f"?{name} in its SELECT clause; a parameter must be a "
-                                     "projected variable")
-    block = " ".join(f"VALUES ?{name} {{ {_term_text(name, term)} }}"
-                     for name, term in substitutions.items())
-    groups_to_skip = 1 if form == "CONSTRUCT" else 0
-    if form == "CONSTRUCT" and body and body[0].kind == "word" and body[0].text.upper() == \
-            "WHERE":
-        groups_to_skip = -1  # CONSTRUCT WHERE { triples }: no VALUES inside; append
-    braces = parens = 0
-    if groups_to_skip >= 0:
-        for token in body:
-            if token.text == "(":
-                parens += 1
-            elif token.text == ")":
-                parens -= 1
-            elif token.text == "{":
-                if braces == 0 and parens == 0:
-                    if groups_to_skip == 0:
-                        return f"{sparql[:token.end]} {block}\n{sparql[token.end:]}"
-                    groups_to_skip -= 1
-                braces += 1
-            elif token.text == "}":
-                braces -= 1
-    # No WHERE group (DESCRIBE <iri>, CONSTRUCT WHERE): a trailing VALUES clause.
-    return f"{sparql}\n{block}\n"
-
-
-def _projection(body: list[_Token]) -> set[str] | None:
-    """The variables a SELECT projects, or None for ``SELECT *``."""
-    names: set[str] = set()
-    parens = 0
-    previous = ""
-    for token in body:
-        if token.text in ("{",) or (token.kind == "word" and token.text.upper() in (
-                "WHERE", "FROM")) and parens == 0:
-            break
-        if token.text == "(":
-            parens += 1
-        elif token.text == ")":
-            parens -= 1
-        elif token.text == "*" and parens == 0:
-            return None
-        elif token.kind == "var" and (parens == 0 or previous == "AS"):
-            names.add(token.text[1:])
-        previous = token.text.upper()
-    return names
-
-
-# ---------------------------------------------------------------------------------------
-# Results: parse completely before handing back, so a broken body is an error, not a 200.
+__all__ = [
+    "AUTH_KINDS",
+    "EMPTY_GRAPH",
+    "N_TRIPLES",
+    "SPARQL_RESULTS_JSON",
+    "STAGING_NAMESPACE",
+    "Alteration",
+    "Auth",
+    "BasicAuth",
+    "BearerAuth",
+    "DigestAuth",
+    "NoAuth",
+    "PreparedQuery",
+    "RemoteBackend",
+    "RemoteLoadReport",
+    "Secret",
+    "check_url",
+    "make_auth",
+    "prepare_query",
+    "replace_graphs",
+    "safe_url",
+]
 
 _VIRTUOSO_PARTIAL = "S1TAT"
-
-
-def _label_map() -> Callable[[str], str]:
-    labels: dict[str, str] = {}
-
-    def label(value: str) -> str:
-        if value not in labels:
-            labels[value] = f"r{len(labels)}"
-        return labels[value]
-
-    return label
-
-
-def _normalise_json_bnodes(data: dict[str, object]) -> None:
-    """Give blank nodes labels pyoxigraph accepts (Virtuoso sends ``nodeID://b10000``)."""
-    label = _label_map()
-    results = data.get("results")
-    bindings = results.get("bindings") if isinstance(results, dict) else None
-    if not isinstance(bindings, list):
-        return
-    for row in bindings:
-        if not isinstance(row, dict):
-            continue
-        for value in row.values():
-            if isinstance(value, dict) and value.get("type") == "bnode" and isinstance(
-                    value.get("value"), str):
-                value["value"] = label(value["value"])
-
-
-def _solutions(body: bytes, media_type: str, what: str
-               ) -> ox.QuerySolutions | ox.QueryBoolean:
-    if media_type in _JSON_TYPES:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _broken(body, what, f"not valid JSON ({exc})") from None
-        if not isinstance(data, dict) or not ("boolean" in data or "results" in data):
-            raise _broken(body, what, "not a SPARQL JSON result (no results or boolean)")
-        _normalise_json_bnodes(data)
-        payload = json.dumps(data).encode()
-        fmt = ox.QueryResultsFormat.JSON
-    elif media_type in _XML_TYPES:
-        label = _label_map()
-        payload = re.sub(rb"<bnode>([^<]*)</bnode>",
-                         lambda m: b"<bnode>" + label(m.group(1).decode()).encode() +
-                         b"</bnode>", body)
-        fmt = ox.QueryResultsFormat.XML
-    else:
-        raise RemoteProtocolError(f"{what}: the engine answered '{media_type or 'no type'}', "
-                                  "not SPARQL results JSON or XML")
-    try:
-        parsed = ox.parse_query_results(payload, format=fmt)
-        if isinstance(parsed, ox.QuerySolutions):
-            for _ in parsed:  # read to the end: a bad term fails here, not in the caller
-                pass
-            parsed = ox.parse_query_results(payload, format=fmt)
-    except (SyntaxError, ValueError) as exc:
-        raise _broken(body, what, f"not valid SPARQL results ({exc})") from None
-    return parsed
-
-
-def _broken(body: bytes, what: str, why: str) -> RemoteError:
-    text = body[-200:].decode("utf-8", "replace")
-    if "operation has been cancelled" in text or "timed out" in text.lower():
-        # oxigraph serve --timeout-s: a 200 whose body stops with this text
-        return RemoteTimeoutError(f"{what}: the engine stopped the query at its time limit "
-                                  "and sent a broken answer")
-    return RemoteProtocolError(f"{what}: {why}")
-
-
-def _count_rows(body: bytes, media_type: str) -> int:
-    """How many result rows or triples an answer holds (0 when it cannot tell)."""
-    if media_type in _JSON_TYPES:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return 0
-        results = data.get("results") if isinstance(data, dict) else None
-        bindings = results.get("bindings") if isinstance(results, dict) else None
-        return len(bindings) if isinstance(bindings, list) else 0
-    if media_type in _XML_TYPES:
-        return len(re.findall(rb"<result[\s>]", body))
-    return sum(1 for line in body.splitlines() if line.strip() and not line.startswith(b"#"))
-
-
-def _triples(body: bytes, media_type: str, what: str) -> list[ox.Triple]:
-    fmt = _TRIPLE_TYPES.get(media_type)
-    if fmt is None:
-        raise RemoteProtocolError(f"{what}: the engine answered '{media_type or 'no type'}', "
-                                  "not N-Triples or Turtle")
-    try:
-        return [item.triple if isinstance(item, ox.Quad) else item
-                for item in ox.parse(body, format=fmt)]
-    except (SyntaxError, ValueError) as exc:
-        raise _broken(body, what, f"not valid {fmt.name} ({exc})") from None
-
-
-def _as_query_triples(triples: Iterable[ox.Triple]) -> ox.QueryTriples:
-    """A pyoxigraph ``QueryTriples`` holding ``triples`` (it has no public constructor)."""
-    store = ox.Store()
-    graph = ox.NamedNode(EMPTY_GRAPH)
-    store.extend(ox.Quad(t.subject, t.predicate, t.object, graph) for t in triples)
-    result = store.query("CONSTRUCT { ?s ?p ?o } WHERE { GRAPH <" + EMPTY_GRAPH +
-                         "> { ?s ?p ?o } }")
-    assert isinstance(result, ox.QueryTriples)
-    return result
 
 
 # ---------------------------------------------------------------------------------------
@@ -713,7 +136,7 @@ class RemoteBackend:
             raise StoreError("the engine's row cap must be a positive number of rows")
         self.row_cap = row_cap
         urls = [u for u in (self.query_url, self.update_url, self.gsp_url) if u]
-        self._http = _Http(self.auth, urls, timeout=timeout, max_bytes=max_bytes)
+        self._http = HttpClient(self.auth, urls, timeout=timeout, max_bytes=max_bytes)
         self._graphs: tuple[float, list[str]] | None = None
 
     @property
@@ -777,14 +200,14 @@ class RemoteBackend:
 
     def graphs_uncached(self) -> list[str]:
         """Our named graphs, asked of the engine now."""
-        return self._graphs_under(self.graph_namespaces)
+        return self.graphs_under(self.graph_namespaces)
 
     def quads(self, graph: str | None = None) -> Iterator[ox.Quad]:
         """Every quad of our graphs (or of one), read whole per graph and size-checked."""
         names = [graph] if graph else self.graphs()
         sizes = self.graph_sizes(names)
         for name in names:
-            yield from self._graph_quads(name, sizes[name])
+            yield from self.graph_quads(name, sizes[name])
 
     def __len__(self) -> int:
         total = 0
@@ -812,12 +235,12 @@ class RemoteBackend:
         self._check(response, what, query=True)
         self._check_complete(response, what)
         if form in ("SELECT", "ASK"):
-            result: QueryResult = _solutions(response.body, response.media_type, what)
-            self._check_cap(_count_rows(response.body, response.media_type), what)
+            result: QueryResult = parse_solutions(response.body, response.media_type, what)
+            self._check_cap(count_rows(response.body, response.media_type), what)
         else:
-            triples = _triples(response.body, response.media_type, what)
+            triples = parse_triples(response.body, response.media_type, what)
             self._check_cap(len(triples), what)
-            result = _as_query_triples(triples)
+            result = as_query_triples(triples)
         return result
 
     def _check_cap(self, count: int, what: str) -> None:
@@ -828,7 +251,7 @@ class RemoteBackend:
                 "less (LIMIT/OFFSET) or raise the cap (Virtuoso: [SPARQL] ResultSetMaxRows, "
                 "then SASCI_KG_REMOTE_ROW_CAP)")
 
-    def _check(self, response: _Response, what: str, *, query: bool = False) -> None:
+    def _check(self, response: HttpResponse, what: str, *, query: bool = False) -> None:
         status = response.status
         if 200 <= status < 300:
             return
@@ -852,7 +275,7 @@ class RemoteBackend:
         raise RemoteProtocolError(f"{what}: the engine answered {status}"
                                   f"{': ' + detail if detail else ''}")
 
-    def _check_complete(self, response: _Response, what: str) -> None:
+    def _check_complete(self, response: HttpResponse, what: str) -> None:
         """Refuse 200s the engine itself marks as cut short (Virtuoso's headers)."""
         state = response.headers.get("X-SQL-State")
         if state:
@@ -871,7 +294,7 @@ class RemoteBackend:
                 limit = int(cap.strip())
             except ValueError:
                 limit = 0
-            if limit <= 0 or _count_rows(response.body, response.media_type) >= limit:
+            if limit <= 0 or count_rows(response.body, response.media_type) >= limit:
                 raise RemoteIncompleteError(
                     f"{what}: the engine cut the answer at its row cap of {cap.strip()} "
                     "(X-SPARQL-MaxRows); the answer is refused. Raise the cap (Virtuoso: "
@@ -890,9 +313,9 @@ class RemoteBackend:
         rows = self._select("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }")
         return [g.value for g in (r.get("g") for r in rows) if isinstance(g, ox.NamedNode)]
 
-    def _graphs_under(self, prefixes: Sequence[str]) -> list[str]:
+    def graphs_under(self, prefixes: Sequence[str]) -> list[str]:
         """The non-empty named graphs whose IRIs start with one of ``prefixes``, sorted."""
-        test = " || ".join(f"STRSTARTS(STR(?g), {_term_text('prefix', ox.Literal(p))})"
+        test = " || ".join(f"STRSTARTS(STR(?g), {term_text('prefix', ox.Literal(p))})"
                            for p in prefixes)
         rows = self._select(f"SELECT DISTINCT ?g WHERE {{ GRAPH ?g {{ ?s ?p ?o }} "
                             f"FILTER({test}) }}")
@@ -905,7 +328,7 @@ class RemoteBackend:
         sizes = {name: 0 for name in names}
         if not names:
             return sizes
-        values = " ".join(_term_text("graph", ox.NamedNode(g)) for g in names)
+        values = " ".join(term_text("graph", ox.NamedNode(g)) for g in names)
         rows = self._select("SELECT ?g (COUNT(*) AS ?n) WHERE { VALUES ?g { " + values +
                             " } GRAPH ?g { ?s ?p ?o } } GROUP BY ?g")
         for row in rows:
@@ -914,7 +337,7 @@ class RemoteBackend:
                 sizes[g.value] = int(n.value)
         return sizes
 
-    def _graph_quads(self, graph: str, expected: int | None = None) -> Iterator[ox.Quad]:
+    def graph_quads(self, graph: str, expected: int | None = None) -> Iterator[ox.Quad]:
         """One graph read whole, and refused unless it has the ``expected`` (else counted)
         number of triples: Virtuoso cuts GSP and CONSTRUCT reads at its cap silently."""
         name = ox.NamedNode(graph)
@@ -927,7 +350,7 @@ class RemoteBackend:
                 return
             self._check(response, f"reading {what} from {safe_url(self.gsp_url)}")
             self._check_complete(response, f"reading {what}")
-            triples = _triples(response.body, response.media_type, f"reading {what}")
+            triples = parse_triples(response.body, response.media_type, f"reading {what}")
             self._check_cap(len(triples), f"reading {what}")
         else:
             result = self._run_query("CONSTRUCT", [(
@@ -977,227 +400,3 @@ class RemoteBackend:
 def _graph_url(gsp_url: str, graph: str) -> str:
     separator = "&" if urllib.parse.urlsplit(gsp_url).query else "?"
     return f"{gsp_url}{separator}{urllib.parse.urlencode({'graph': graph})}"
-
-
-# ---------------------------------------------------------------------------------------
-# Loading: stage every graph, check its size, then move them all over the live ones at once.
-
-
-@dataclass(frozen=True)
-class Alteration:
-    """A triple the engine stored differently from what was sent (N-Triples text)."""
-
-    graph: str
-    sent: str
-    stored: str | None
-
-    def __str__(self) -> str:
-        came_back = f"came back as {self.stored}" if self.stored else "is missing"
-        return f"<{self.graph}>: {self.sent} {came_back}"
-
-
-@dataclass
-class RemoteLoadReport:
-    """What a remote load did (sizes as counted by the engine afterwards)."""
-
-    target: str
-    quads: int
-    graphs: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    altered: list[Alteration] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def _has_bnode(triple: ox.Triple) -> bool:
-    return isinstance(triple.subject, ox.BlankNode) or isinstance(triple.object, ox.BlankNode)
-
-
-def _alterations(backend: RemoteBackend, store: ox.Store, graph: str, staged: str,
-                 size: int) -> list[Alteration]:
-    """Triples of ``graph`` that the engine stored differently (blank nodes aside: their
-    labels are the engine's own)."""
-    sent = {q.triple for q in store.quads_for_pattern(None, None, None, ox.NamedNode(graph))
-            if not _has_bnode(q.triple)}
-    got = {q.triple for q in backend._graph_quads(staged, size) if not _has_bnode(q.triple)}
-    found = []
-    extra = sorted(got - sent, key=str)
-    for triple in sorted(sent - got, key=str):
-        twin = next((t for t in extra if t.subject == triple.subject and
-                     t.predicate == triple.predicate), None)
-        found.append(Alteration(graph, f"{triple} .", f"{twin} ." if twin else None))
-    return found
-
-
-def _staged_dataset(inputs: Iterable[LoadInput], directory: str,
-                    progress: Callable[[str], None] | None) -> ox.Store:
-    """The inputs in a scratch on-disk store: the same graphs the embedded load would make."""
-    store = ox.Store(directory)
-    for item in inputs:
-        if progress:
-            progress(f"reading {item.label or item.path or 'data'}")
-        to_graph = ox.NamedNode(item.graph) if item.graph else None
-        try:
-            if item.path is not None:
-                store.bulk_load(path=str(item.path), format=item.format, to_graph=to_graph)
-            else:
-                store.bulk_load(item.data, format=item.format, to_graph=to_graph)
-        except SyntaxError as exc:
-            raise StoreError(f"{item.label or item.path}: not valid {item.format.name} ({exc}); "
-                             "fix the file and load again — the engine was not changed") from exc
-    return store
-
-
-def _graph_chunks(store: ox.Store, graph: str, chunk: int) -> Iterator[bytes]:
-    """N-Triples of one graph in chunks; a graph with blank nodes goes in one piece (each
-    request would otherwise mint its own blank nodes)."""
-    name = ox.NamedNode(graph)
-    has_bnodes = bool(store.query(
-        "ASK { GRAPH ?g { ?s ?p ?o FILTER(isBlank(?s) || isBlank(?o)) } }",
-        substitutions={ox.Variable("g"): name}))
-    size = chunk if not has_bnodes else None
-    batch: list[ox.Triple] = []
-    for quad in store.quads_for_pattern(None, None, None, name):
-        batch.append(quad.triple)
-        if size is not None and len(batch) >= size:
-            yield _ntriples(batch)
-            batch = []
-    if batch or size is None:
-        yield _ntriples(batch)
-
-
-def _ntriples(triples: list[ox.Triple]) -> bytes:
-    data = ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES)
-    assert data is not None  # None only when writing to a file
-    return data
-
-
-def replace_graphs(
-    backend: RemoteBackend,
-    inputs: Iterable[LoadInput],
-    *,
-    progress: Callable[[str], None] | None = None,
-    prune: bool = True,
-    chunk_triples: int = 50_000,
-    verify: bool = True,
-    accept_altered: bool = False,
-) -> RemoteLoadReport:
-    """Replace our graphs in the engine with ``inputs``, safely.
-
-    Each graph is uploaded under a staging name, its size checked against what was sent;
-    then one update request moves every staged graph over its live one and (``prune``)
-    drops graphs of ours that the new dataset no longer has. Queries never see a
-    half-loaded graph; afterwards the engine holds exactly the new graphs of ours — no
-    staging graphs, no leftovers. Graphs outside ``backend.graph_namespaces`` are never
-    touched, and an input with such a graph (or default-graph triples) is refused.
-
-    With ``verify`` each staged graph is read back and compared with what was sent: an
-    engine that rewrites literals (Virtuoso 7 turns ``"P5Y"^^xsd:duration`` into ``"60"``)
-    makes the load fail before the swap, unless ``accept_altered``, when the changes are
-    only listed in the report.
-    """
-    started = time.monotonic()
-    if not backend.update_url:
-        raise StoreError("loading into a remote engine needs its update URL: give --update-url "
-                         "(or SASCI_KG_UPDATE_URL)")
-    workdir = tempfile.mkdtemp(prefix="sasci-kg-remote-load-")
-    try:
-        store = _staged_dataset(inputs, workdir, progress)
-        if any(True for _ in store.quads_for_pattern(None, None, None, ox.DefaultGraph())):
-            raise StoreError("the input has triples in the default graph; a remote engine "
-                             "keeps data only in named graphs: put them in a named graph "
-                             "(TriG/N-Quads) or load a Turtle/N-Triples file, which gets one")
-        graphs = sorted(g.value for g in store.named_graphs() if isinstance(g, ox.NamedNode))
-        foreign = [g for g in graphs if not g.startswith(backend.graph_namespaces)]
-        if foreign:
-            raise StoreError(
-                f"graph <{foreign[0]}> is outside our graph namespaces "
-                f"({', '.join(backend.graph_namespaces)}); the loader never touches other "
-                "graphs: rename the graph, or add its namespace with --graph-namespace / "
-                "SASCI_KG_GRAPH_NAMESPACES")
-        expected = {g: sum(1 for _ in store.quads_for_pattern(None, None, None,
-                                                              ox.NamedNode(g)))
-                    for g in graphs}
-
-        # Leftovers of a load that was killed before its swap: ours by construction.
-        leftovers = backend._graphs_under([STAGING_NAMESPACE])
-        if leftovers:
-            backend.update(" ;\n".join(f"DROP SILENT GRAPH <{g}>" for g in leftovers))
-
-        run = f"{STAGING_NAMESPACE}{int(time.time())}-{secrets.token_hex(4)}:"
-        staging = {g: f"{run}{index}" for index, g in enumerate(graphs)}
-        try:
-            for graph in graphs:
-                if progress:
-                    progress(f"uploading <{graph}> ({expected[graph]} triples)")
-                for number, body in enumerate(_graph_chunks(store, graph, chunk_triples)):
-                    backend.put_graph(staging[graph], body, append=number > 0)
-            sizes = backend.graph_sizes(staging.values())
-            for graph in graphs:
-                got = sizes.get(staging[graph], 0)
-                if got != expected[graph]:
-                    raise RemoteError(
-                        f"graph <{graph}>: the engine holds {got} triples after the upload, "
-                        f"{expected[graph]} were sent; the live graphs were not changed")
-            altered: list[Alteration] = []
-            if verify:
-                if progress:
-                    progress("reading the staged graphs back to compare")
-                for graph in graphs:
-                    altered += _alterations(backend, store, graph, staging[graph],
-                                            expected[graph])
-            if altered and not accept_altered:
-                raise RemoteError(
-                    f"the engine stored {len(altered)} triple(s) differently from what was "
-                    f"sent, e.g. {altered[0]}; the live graphs were not changed. Change the "
-                    "data, or load anyway with --accept-engine-changes (each change is "
-                    "listed)")
-            live = backend.graphs_uncached()
-            dropped = [g for g in live if g not in expected] if prune else []
-            operations = [f"MOVE <{staging[g]}> TO <{g}>" for g in graphs]
-            operations += [f"DROP SILENT GRAPH <{g}>" for g in dropped]
-            if progress:
-                progress(f"swapping in {len(graphs)} graphs"
-                         f"{f', dropping {len(dropped)}' if dropped else ''}")
-            if operations:
-                backend.update(" ;\n".join(operations))
-        except BaseException:
-            _drop_quietly(backend, staging.values())
-            raise
-        del store
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    # Check the result as the engine now reports it, not as planned.
-    listed = backend._graphs_under([*backend.graph_namespaces, run])
-    after = [g for g in listed if not g.startswith(run)]
-    stray = [g for g in listed if g.startswith(run)]
-    sizes = backend.graph_sizes(after)
-    wrong = [g for g in graphs if sizes.get(g) != expected[g]]
-    extra = [g for g in after if g not in expected] if prune else []
-    if stray or wrong or extra:
-        problems = [f"graph <{g}> has {sizes.get(g, 0)} triples, not {expected[g]}"
-                    for g in wrong[:3]]
-        problems += [f"graph <{g}> should have been dropped" for g in extra[:3]]
-        if stray:
-            problems.append(f"{len(stray)} staging graph(s) remain")
-        raise RemoteError("the swap did not finish as planned: " + "; ".join(problems) +
-                          "; run the load again (it cleans up) and check the engine's log")
-    return RemoteLoadReport(
-        target=safe_url(backend.query_url),
-        quads=sum(sizes.values()),
-        graphs=sorted(after),
-        dropped=dropped,
-        altered=altered,
-        seconds=time.monotonic() - started,
-    )
-
-
-def _drop_quietly(backend: RemoteBackend, graphs: Iterable[str]) -> None:
-    """Best-effort removal of staging graphs after a failed load (the next load retries)."""
-    names = list(graphs)
-    if not names:
-        return
-    try:
-        backend.update(" ;\n".join(f"DROP SILENT GRAPH <{g}>" for g in names))
-    except RemoteError:
-        pass
