@@ -54,12 +54,16 @@ def create_app(config: ServerConfig | None = None) -> Flask:
 
 def register_blueprints(app: Flask) -> None:
     """Every blueprint of the app, in one place."""
-    from . import graphstore, resources, sparql, ui
+    from . import funders, graphstore, named, resources, search, sparql, tracing, ui
 
     app.register_blueprint(sparql.bp)
     app.register_blueprint(graphstore.bp)
     app.register_blueprint(ui.bp)
     app.register_blueprint(resources.bp)
+    app.register_blueprint(funders.bp)
+    app.register_blueprint(tracing.bp)
+    app.register_blueprint(named.bp)
+    app.register_blueprint(search.bp)
 
 
 def close_app(app: Flask) -> None:
