@@ -8,9 +8,13 @@ CI sizes are fixed; ``SASCI_KG_LONG=1`` switches every test to its long size.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +80,23 @@ def assert_no_traceback(body: bytes | str) -> None:
     for marker in ("Traceback (most recent call last)", 'File "/', "werkzeug.exceptions",
                    "site-packages"):
         assert marker not in text, text[:500]
+
+
+@functools.cache
+def real_store() -> Path:
+    """A read-only store of the real dataset (built once per session, removed at exit)."""
+    from project import load_real_store
+
+    folder = Path(tempfile.mkdtemp(prefix="sasci-real-store-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return load_real_store(folder / "store")
+
+
+def fresh_real_store(folder: Path) -> Path:
+    """A store of the real dataset of the caller's own (to write, swap, break)."""
+    from project import load_real_store
+
+    return load_real_store(folder / "store")
 
 
 # ---------------------------------------------------------------------------------------
