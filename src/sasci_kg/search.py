@@ -15,6 +15,7 @@ import re
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,7 @@ class SearchIndex:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        with self._connect() as connection:
+        with closing(self._connect()) as connection:
             row = connection.execute("SELECT value FROM meta WHERE key = 'documents'").fetchone()
         self.documents = int(row[0]) if row else 0
 
@@ -244,7 +245,7 @@ class SearchIndex:
         words = list(dict.fromkeys(tokens(text)))[:12]
         if not words:
             return []
-        with self._connect() as connection:
+        with closing(self._connect()) as connection:
             rows = self._match(connection, " AND ".join(f'"{w}"*' for w in words), kinds)
             if not rows and len(words) > 1:
                 rows = self._match(connection, " OR ".join(f'"{w}"*' for w in words), kinds)

@@ -463,9 +463,3 @@ def funders_page() -> ResponseReturnValue:
     return render_page("funders.html", svgs=[picture], overview=overview, svg=picture,
                        downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS)
 
-
-def close_site(app: Any) -> None:
-    """Remove this app's search index files (tests; the server's exit does it too)."""
-    site: GraphSite | None = app.extensions.get("sasci_kg_graph")
-    if site is not None:
-        site.close()
