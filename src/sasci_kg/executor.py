@@ -92,6 +92,14 @@ class WorkerCrashedError(SasciKgError):
         self.exitcode = exitcode
 
 
+class QueryTooComplexError(WorkerCrashedError):
+    """The query crashed its worker before it ran: the parser or planner gave out (400).
+
+    The query is at fault, not the server: a long chain of unary operators or path steps
+    overflows the parser's stack, and no size or nesting limit can rule every such chain out.
+    """
+
+
 class StoreUnavailableError(StoreError):
     """The store directory is missing or cannot be opened right now."""
 
@@ -835,6 +843,8 @@ class WorkerPool:
                 "query worker %s died during %s (exit code %s): %s",
                 worker.process.pid, phase, exitcode, exc,
             )
+            if phase == "parse":
+                raise QueryTooComplexError(phase, exitcode) from None
             raise WorkerCrashedError(phase, exitcode) from None
 
 
