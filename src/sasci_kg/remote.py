@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import pyoxigraph as ox
 
@@ -146,6 +147,17 @@ class RemoteBackend:
     @timeout.setter
     def timeout(self, value: float) -> None:
         self._http.timeout = value
+
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """Every request made in the block ends within ``seconds`` from now, all together
+        (RemoteTimeoutError past it). For a backend used by one thread at a time."""
+        saved = self._http.deadline
+        self._http.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._http.deadline = saved
 
     def __repr__(self) -> str:
         return (f"RemoteBackend(query_url={safe_url(self.query_url)!r}, "

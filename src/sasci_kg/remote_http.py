@@ -260,18 +260,28 @@ def _read_body(response: http.client.HTTPResponse, deadline: float, limit: int,
 
 
 class HttpClient:
-    """Requests to one engine with one authentication, a total time limit and a size cap."""
+    """Requests to one engine with one authentication, a total time limit and a size cap.
+
+    ``deadline`` (a ``time.monotonic()`` value), when set, also ends every request by then:
+    several requests made for one job share the job's time limit.
+    """
 
     def __init__(self, auth: Auth, urls: Sequence[str], *, timeout: float, max_bytes: int):
         self.auth = auth
         self.urls = list(urls)
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.deadline: float | None = None
 
     def request(self, method: str, url: str, *, what: str, data: bytes | None = None,
                 headers: dict[str, str] | None = None, timeout: float | None = None,
                 ) -> HttpResponse:
         limit = timeout if timeout is not None else self.timeout
+        if self.deadline is not None:
+            limit = min(limit, self.deadline - time.monotonic())
+            if limit <= 0:
+                raise RemoteTimeoutError(f"{what} at {safe_url(url)}: not sent, the time "
+                                         "limit of the work it is part of has run out")
         deadline = time.monotonic() + limit
         request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
         request.add_header("User-Agent", "sasci-kg")
