@@ -650,6 +650,35 @@ def phase_named(ctx: Context) -> None:
     ctx.results["named"] = rows
 
 
+def phase_trace(ctx: Context) -> None:
+    """`sasci-kg trace A B` between organisation pairs (CLI, so with Python start-up, which
+    `sasci-kg --version` measures alone) against the mix's trace query in-process."""
+    import pyoxigraph as ox
+
+    from .mix import MIX
+
+    manifest = ctx.manifest()
+    pairs = manifest["org_pairs"][:5]
+    trace_query = next(q for q in MIX if q.name == "trace-two-organisations")
+    startup = [run_measured([str(BIN / "sasci-kg"), "--version"])["wall_s"] for _ in range(3)]
+    rows = []
+    for r, (a, b) in enumerate(pairs):
+        _say(f"trace: {a} → {b}")
+        cli = run_measured([str(BIN / "sasci-kg"), "trace", "--store", str(ctx.store), a, b],
+                           timeout=ctx.named_timeout)
+        store = ox.Store.read_only(str(ctx.store))
+        started = time.perf_counter()
+        found = list(store.query(trace_query.sparql(manifest, r), use_default_graph_as_union=True))
+        floor = time.perf_counter() - started
+        del store
+        rows.append({"pair": [a, b], "cli_s": cli["wall_s"], "exit": cli["exit"],
+                     "cli_peak_rss_mib": cli["peak_rss_mib"], "sparql_s": floor,
+                     "sparql_rows": len(found), "stdout_head": cli["stdout"][:300]})
+    ctx.results["trace"] = {"startup_s": _median(startup), "pairs": rows,
+                            "cli_median_s": _median([x["cli_s"] for x in rows]),
+                            "sparql_median_s": _median([x["sparql_s"] for x in rows])}
+
+
 # ---------------------------------------------------------------------------------------
 # report
 
@@ -817,6 +846,18 @@ def report(ctx: Context) -> str:
                          f"{_fmt(mem.get('peak_under_load_mib'), ' MiB', 0)} | "
                          f"{_fmt(mem.get('rest_after_load_mib'), ' MiB', 0)} |")
         lines += ["", f"Store on disk: {qr['store_bytes'] / 2**20:.0f} MiB.", ""]
+    if "trace" in r:
+        t = r["trace"]
+        lines += ["## `sasci-kg trace` between two organisations", "",
+                  f"Median over {len(t['pairs'])} pairs: **{t['cli_median_s']:.2f} s** for the "
+                  f"command (of which Python start-up, `sasci-kg --version`: "
+                  f"{t['startup_s']:.2f} s) vs {1000 * t['sparql_median_s']:.1f} ms for the "
+                  "mix's three-hop trace query in-process.", "",
+                  "| pair | CLI s (exit) | SPARQL ms (rows) |", "|---|---|---|"]
+        for x in t["pairs"]:
+            lines.append(f"| {x['pair'][0]} → {x['pair'][1]} | {x['cli_s']:.2f} ({x['exit']}) | "
+                         f"{1000 * x['sparql_s']:.1f} ({x['sparql_rows']}) |")
+        lines.append("")
     if "named" in r:
         lines += ["## Named queries (`queries/*.rq`, in-process, unparameterised = all rows)", "",
                   "| query | all rows: ms (rows) | with a parameter: ms (rows) |", "|---|---|---|"]
@@ -839,7 +880,8 @@ def _git(*args: str) -> str:
 
 
 PHASES: dict[str, Callable[[Context], None]] = {
-    "build": phase_build, "load": phase_load, "query": phase_query, "named": phase_named}
+    "build": phase_build, "load": phase_load, "query": phase_query, "named": phase_named,
+    "trace": phase_trace}
 
 
 def main(argv: list[str] | None = None) -> None:
