@@ -53,6 +53,8 @@ DEFAULT_QUERIES_DIR = Path("queries")
 OFFERED: tuple[Format, ...] = (*RESULT_FORMATS, HTML)
 # Parameters of the page itself, never query parameters.
 PAGE_PARAMETERS = frozenset({"format", "timeout", "download"})
+# How long a new process may take to start and open the store (not the query's time).
+STARTUP_SECONDS = 30.0
 _ABSOLUTE_IRI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:[^\s<>\"{}|\\^`]*$")
 
 
@@ -113,7 +115,9 @@ def _child_main(conn: Connection, store: str, query: NamedQuery, values: dict[st
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        result = run_named_query(open_store(store), query, values)
+        backend = open_store(store)
+        conn.send(("ready",))  # the time limit counts from here: the query, not the start
+        result = run_named_query(backend, query, values)
         reply: tuple[Any, ...] = ("ok", results_json(result, max_rows, max_bytes))
     except ResultTooLargeError as exc:
         reply = ("too-large", exc.cap, exc.limit)
@@ -136,8 +140,9 @@ def _slots() -> threading.BoundedSemaphore:
 def run_isolated(query: NamedQuery, values: dict[str, str], *, timeout: float) -> bytes:
     """Run ``query`` with ``values`` bound in a process of its own; SPARQL JSON bytes.
 
-    Past ``timeout`` the process is killed (:class:`QueryTimeoutError`, 504); with every
-    slot taken for the endpoint's queue time, :class:`ExecutorBusyError` (503)."""
+    Past ``timeout``, counted from when the store is open, the process is killed
+    (:class:`QueryTimeoutError`, 504); with every slot taken for the endpoint's queue time,
+    :class:`ExecutorBusyError` (503)."""
     config = get_config()
     slots = _slots()
     if not slots.acquire(timeout=config.queue_timeout):
@@ -149,15 +154,17 @@ def run_isolated(query: NamedQuery, values: dict[str, str], *, timeout: float) -
             target=_child_main, name="sasci-kg-named-query", daemon=True,
             args=(sender, str(config.store), query, values, config.max_rows,
                   config.max_result_bytes, config.worker_memory_mb))
-        started = time.monotonic()
         process.start()
         sender.close()
         try:
-            remaining = timeout - (time.monotonic() - started)
-            if not receiver.poll(max(remaining, 0.0)):
-                raise QueryTimeoutError(timeout)
             try:
+                if not receiver.poll(STARTUP_SECONDS):
+                    raise WorkerCrashedError("run", None)
                 reply = receiver.recv()
+                if reply[0] == "ready":
+                    if not receiver.poll(timeout):
+                        raise QueryTimeoutError(timeout)
+                    reply = receiver.recv()
             except EOFError:
                 process.join(timeout=1)
                 raise WorkerCrashedError("run", process.exitcode) from None
