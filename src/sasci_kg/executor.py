@@ -4,6 +4,11 @@ pyoxigraph cannot cancel a query, and a crafted query can crash or hang its pars
 parse, evaluation and serialisation happens in a worker; the caller gets the finished bytes and
 their metadata through a pipe, or an exception. A worker past its time limit is SIGKILLed and
 replaced. Workers open the store read-only and reopen it when a load swaps in a new one.
+
+With a remote SPARQL engine behind the endpoint (a :class:`~sasci_kg.backends.BackendSettings`
+instead of a store path), a worker checks the query's syntax with pyoxigraph, then forwards
+it through :class:`~sasci_kg.remote.RemoteBackend`, each request bounded by the job's time
+limit; the same serialisers, row and byte caps apply to the answer.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -28,9 +34,22 @@ from typing import IO, Any, cast
 
 import pyoxigraph as ox
 
-from .errors import NotFoundError, QueryError, SasciKgError, StoreError, StoreLockedError
-from .guard import QuerySyntaxError
-from .store import replace_store, store_generation
+from .backends import BackendSettings, open_remote
+from .errors import (
+    NotFoundError,
+    QueryError,
+    RemoteError,
+    RemoteIncompleteError,
+    RemoteProtocolError,
+    RemoteTimeoutError,
+    RemoteUnavailableError,
+    SasciKgError,
+    StoreError,
+    StoreLockedError,
+)
+from .guard import QuerySyntaxError, tokenize
+from .remote import EMPTY_GRAPH, RemoteBackend
+from .store import default_store_path, replace_store, store_generation
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +428,31 @@ class _StoreHandle:
         return store_generation(self.path) != self.generation
 
 
+class _RemoteHandle:
+    """The worker's remote engine: one :class:`RemoteBackend` (its graph list cached briefly)."""
+
+    generation: tuple[int, int] | None = None  # a remote engine has no store generations
+
+    def __init__(self, settings: BackendSettings):
+        self.settings = settings
+        self._backend: RemoteBackend | None = None
+        self._parser: ox.Store | None = None
+
+    def get(self) -> RemoteBackend:
+        if self._backend is None:
+            self._backend = open_remote(self.settings)
+        return self._backend
+
+    def parser(self) -> ox.Store:
+        """An empty in-memory store, to check a query's syntax before it is forwarded."""
+        if self._parser is None:
+            self._parser = ox.Store()
+        return self._parser
+
+    def changed(self) -> bool:
+        return False
+
+
 _SYNTAX = re.compile(r"error at (\d+):(\d+): (.*)", re.DOTALL)
 
 
@@ -439,6 +483,13 @@ def _run_query(job: QueryJob, handle: _StoreHandle, conn: Connection) -> Outcome
     except SyntaxError as exc:
         raise _syntax_error(exc) from None
     conn.send(("parsed",))
+    return _serialise_result(result, job)
+
+
+def _serialise_result(
+    result: ox.QuerySolutions | ox.QueryBoolean | ox.QueryTriples, job: QueryJob
+) -> Outcome:
+    """A query's result as the job's media type, within its row and byte caps."""
     if isinstance(result, ox.QueryBoolean):
         body = result.serialize(format=results_format(job.media_type))
         assert body is not None
@@ -495,6 +546,113 @@ def _run_info(handle: _StoreHandle) -> Outcome:
     return Outcome(b"", info={"graphs": graphs, "quads": len(store)})
 
 
+# A job's requests to the engine end this much before its time limit (at most), so that the
+# worker reports the time-out itself instead of being killed and replaced: it only waits on a
+# socket, and the engine's own error may be more telling.
+_REMOTE_MARGIN = 0.25
+
+
+@contextmanager
+def _within_limit(handle: _RemoteHandle, limit: float | None,
+                  started: float) -> Iterator[RemoteBackend]:
+    """The backend, with every request of the job bounded by the job's time limit (counted
+    from ``started``, a ``time.monotonic()`` value); running out is a QueryTimeoutError."""
+    backend = handle.get()
+    if limit is None:
+        yield backend
+        return
+    until = started + limit - min(_REMOTE_MARGIN, limit / 5)
+    try:
+        with backend.within(until - time.monotonic()):
+            yield backend
+    except RemoteTimeoutError:
+        # The job's limit ran out (not the engine's own time-out, nor its partial answer).
+        if time.monotonic() >= until - 0.05:
+            raise QueryTimeoutError(limit) from None
+        raise
+
+
+def _has_service(sparql: str) -> bool:
+    try:
+        return any(token.keyword == "SERVICE" for token in tokenize(sparql))
+    except QueryError:
+        return False
+
+
+def _check_syntax(job: QueryJob, handle: _RemoteHandle) -> None:
+    """Parse the query with pyoxigraph before it goes to the engine: the same syntax errors
+    (line and column) as the embedded store, and nothing but SPARQL reaches the engine.
+
+    The parse is an evaluation on an empty store: lazy for SELECT, CONSTRUCT and DESCRIBE,
+    eager (and instant) for ASK. A query with SERVICE is left to the engine, so that an
+    allowed service is not called twice.
+    """
+    if _has_service(job.sparql):
+        return
+    try:
+        handle.parser().query(job.sparql, prefixes=dict(job.prefixes), base_iri=job.base_iri)
+    except SyntaxError as exc:
+        raise _syntax_error(exc) from None
+
+
+def _remote_dataset(parts: tuple[str, ...] | None) -> list[str] | None:
+    # The Backend interface treats an empty list as "not given": a protocol dataset that
+    # names no graph for a part must still replace our union, with a graph that never exists.
+    return None if parts is None else (list(parts) or [EMPTY_GRAPH])
+
+
+def _run_remote_query(job: QueryJob, handle: _RemoteHandle, conn: Connection,
+                      limit: float | None, started: float) -> Outcome:
+    _check_syntax(job, handle)
+    conn.send(("parsed",))
+    dataset = job.default_graph is not None or job.named_graphs is not None
+    with _within_limit(handle, limit, started) as backend:
+        # SPARQL 1.1 Protocol §2.1.4: the protocol dataset replaces the query's own; without
+        # one, the backend answers over our graphs, or over the query's FROM when it has one.
+        result = backend.query(
+            job.sparql,
+            default_graph=_remote_dataset(job.default_graph if dataset else None),
+            named_graphs=_remote_dataset(job.named_graphs if dataset else None),
+            base_iri=job.base_iri,
+            prefixes=dict(job.prefixes),
+        )
+    return _serialise_result(result, job)
+
+
+def _run_remote_dump(job: DumpJob, handle: _RemoteHandle, limit: float | None,
+                     started: float) -> Outcome:
+    with _within_limit(handle, limit, started) as backend:
+        graphs = backend.graphs()
+        if job.graph is not None:
+            if job.graph not in graphs:
+                raise NotFoundError(f"there is no graph <{job.graph}> in this dataset")
+            graphs = [job.graph]
+        sizes = backend.graph_sizes(graphs)
+        # Refuse before reading: the engine counts cheaply, a whole read is not.
+        if (job.dataset or job.graph is not None) and sum(sizes.values()) > job.max_rows:
+            raise ResultTooLargeError("max-rows", job.max_rows)
+        # Each graph is read whole and refused unless it has as many triples as counted.
+        quads = (quad for graph in graphs for quad in backend.graph_quads(graph, sizes[graph]))
+        items: list[Any]
+        if job.dataset:
+            items = _collect(quads, job.max_rows)
+        elif job.graph is not None:
+            items = _collect((quad.triple for quad in quads), job.max_rows)
+        else:  # the union default graph: a triple in two graphs counts once
+            items = list(dict.fromkeys(quad.triple for quad in quads))
+            if len(items) > job.max_rows:
+                raise ResultTooLargeError("max-rows", job.max_rows)
+    return Outcome(_capped_rdf(items, job.media_type, job.prefixes, job.max_bytes), len(items))
+
+
+def _run_remote_info(handle: _RemoteHandle, limit: float | None,
+                     started: float) -> Outcome:
+    with _within_limit(handle, limit, started) as backend:
+        graphs = backend.graphs_uncached()
+        sizes = backend.graph_sizes(graphs)
+    return Outcome(b"", info={"graphs": graphs, "quads": sum(sizes.values())})
+
+
 def _run_write(job: UpdateJob | GraphWriteJob, path: Path) -> Outcome:
     """Apply a write to a staging copy and swap it in, under the store's write lock.
 
@@ -543,6 +701,16 @@ def _apply_write(job: UpdateJob | GraphWriteJob, store: ox.Store) -> dict[str, A
     return {"created": not exists}
 
 
+# A remote engine's errors cross the pipe by kind name.
+_REMOTE_ERRORS: dict[str, type[RemoteError]] = {
+    "unavailable": RemoteUnavailableError,
+    "timeout": RemoteTimeoutError,
+    "protocol": RemoteProtocolError,
+    "incomplete": RemoteIncompleteError,
+}
+_REMOTE_KINDS = {cls: kind for kind, cls in _REMOTE_ERRORS.items()}
+
+
 def _error_reply(exc: BaseException) -> tuple[Any, ...]:
     if isinstance(exc, QuerySyntaxError):
         return ("error", "syntax", str(exc), {"line": exc.line, "column": exc.column})
@@ -556,6 +724,10 @@ def _error_reply(exc: BaseException) -> tuple[Any, ...]:
         return ("error", "unavailable", str(exc), {})
     if isinstance(exc, InvalidRdfError):
         return ("error", "invalid-rdf", str(exc), {})
+    if isinstance(exc, QueryTimeoutError):
+        return ("error", "timeout", str(exc), {"limit": exc.limit})
+    if isinstance(exc, RemoteError):
+        return ("error", "remote", str(exc), {"kind": _REMOTE_KINDS.get(type(exc), "")})
     if isinstance(exc, (QueryError, ValueError, RuntimeError, TypeError)):
         return ("error", "query", f"the query cannot run: {exc}", {})
     return ("error", "internal", f"{type(exc).__name__}: {exc}", {})
@@ -575,6 +747,10 @@ def _rebuild_error(reply: tuple[Any, ...]) -> SasciKgError:
         return StoreUnavailableError(message)
     if code == "invalid-rdf":
         return InvalidRdfError(message)
+    if code == "timeout":
+        return QueryTimeoutError(extra["limit"])
+    if code == "remote":
+        return _REMOTE_ERRORS.get(extra.get("kind", ""), RemoteError)(message)
     if code == "query":
         return QueryError(message)
     return StoreError(message)
@@ -587,8 +763,10 @@ def _watch_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _worker_main(conn: Connection, path: str, memory_limit_mb: int, writer: bool) -> None:
-    """The loop of one worker process: receive a job, send ("parsed",)?, then a reply."""
+def _worker_main(conn: Connection, target: str | BackendSettings, memory_limit_mb: int,
+                 writer: bool) -> None:
+    """The loop of one worker process: receive (job, time limit), send ("parsed",)?, then a
+    reply. ``target`` is the store directory, or the settings of a remote engine."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; no Ctrl-C tracebacks
     try:  # Linux: die with the process that started us
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -598,23 +776,27 @@ def _worker_main(conn: Connection, path: str, memory_limit_mb: int, writer: bool
     if memory_limit_mb > 0:
         limit = memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    store_path = Path(path)
-    handle = _StoreHandle(store_path)
-    if not writer:
-        try:
-            handle.get()  # open early so that the first query does not pay for it
-        except StoreError:
-            pass
+    handle: _StoreHandle | _RemoteHandle
+    if isinstance(target, BackendSettings):
+        handle = _RemoteHandle(target)
+    else:
+        handle = _StoreHandle(Path(target))
+        if not writer:
+            try:
+                handle.get()  # open early so that the first query does not pay for it
+            except StoreError:
+                pass
     while True:
         try:
-            job = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return
-        if job is None:
+        if message is None:
             return
+        job, limit = message
         started = time.perf_counter()
         try:
-            outcome = _dispatch(job, handle, store_path, conn)
+            outcome = _dispatch(job, handle, conn, limit, time.monotonic())
         except BaseException as exc:  # report every failure to the parent, then carry on
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -626,9 +808,19 @@ def _worker_main(conn: Connection, path: str, memory_limit_mb: int, writer: bool
         conn.send_bytes(outcome.body)
 
 
-def _dispatch(job: Job, handle: _StoreHandle, path: Path, conn: Connection) -> Outcome:
+def _dispatch(job: Job, handle: _StoreHandle | _RemoteHandle, conn: Connection,
+              limit: float | None, started: float) -> Outcome:
+    if isinstance(handle, _RemoteHandle):
+        if isinstance(job, QueryJob):
+            return _run_remote_query(job, handle, conn, limit, started)
+        if isinstance(job, DumpJob):
+            return _run_remote_dump(job, handle, limit, started)
+        if isinstance(job, InfoJob):
+            return _run_remote_info(handle, limit, started)
+        raise StoreError("this endpoint never writes to a remote engine; change its data with "
+                         "`sasci-kg load --backend remote`")
     if isinstance(job, (UpdateJob, GraphWriteJob)):
-        return _run_write(job, path)
+        return _run_write(job, handle.path)
     for attempt in (1, 2):
         try:
             if isinstance(job, QueryJob):
@@ -657,13 +849,15 @@ class _Worker:
 class WorkerPool:
     """A fixed number of worker processes, with a short bounded queue in front of them.
 
-    ``size`` workers run jobs at once; up to ``max_waiting`` callers wait at most
-    ``wait_timeout`` seconds for a free one, and the rest get :class:`ExecutorBusyError`.
+    The workers open ``store_path``, or the remote engine of a remote ``BackendSettings``
+    (read-only: no writer pool for an engine). ``size`` workers run jobs at once; up to
+    ``max_waiting`` callers wait at most ``wait_timeout`` seconds for a free one, and the
+    rest get :class:`ExecutorBusyError`.
     """
 
     def __init__(
         self,
-        store_path: Path | str,
+        store_path: Path | str | BackendSettings,
         *,
         size: int = 2,
         max_waiting: int = 32,
@@ -671,7 +865,20 @@ class WorkerPool:
         memory_limit_mb: int = 0,
         writer: bool = False,
     ):
-        self.store_path = Path(store_path)
+        # What the workers open: a store directory, or a remote engine's settings.
+        self.target: str | BackendSettings
+        self.store_path: Path | None
+        if isinstance(store_path, BackendSettings) and store_path.is_remote:
+            if writer:
+                raise StoreError("the endpoint never writes to a remote engine; change its "
+                                 "data with `sasci-kg load --backend remote`")
+            self.target = store_path
+            self.store_path = None
+        else:
+            if isinstance(store_path, BackendSettings):
+                store_path = store_path.store_path or default_store_path()
+            self.store_path = Path(store_path)
+            self.target = str(self.store_path)
         self.size = size
         self.max_waiting = max_waiting
         self.wait_timeout = wait_timeout
@@ -697,7 +904,7 @@ class WorkerPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, str(self.store_path), self.memory_limit_mb, self.writer),
+            args=(child_conn, self.target, self.memory_limit_mb, self.writer),
             name="sasci-kg-writer" if self.writer else "sasci-kg-query",
             daemon=True,
         )
@@ -819,7 +1026,7 @@ class WorkerPool:
         deadline = time.monotonic() + timeout
         phase = "parse" if isinstance(job, QueryJob) else "run"
         try:
-            conn.send(job)
+            conn.send((job, timeout))
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not conn.poll(remaining):
