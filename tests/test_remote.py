@@ -239,6 +239,27 @@ def test_describe_covers_what_embedded_describes(engine: Engine,
     assert expected and expected <= got  # Virtuoso also adds the inbound triples
 
 
+def test_linked_data_descriptions_as_embedded(engine: Engine,
+                                              embedded: OxigraphBackend) -> None:
+    """What the pages show: a resource's statements, and the labels of a hub's neighbours
+    (fetched in one query: a bound parameter must not have to reach into a sub-select)."""
+    from sasci_kg.describe import Labels, describe_resource
+
+    person = BASE + "id/person/juliette-malley"
+    expected, got = describe_resource(embedded, person), describe_resource(engine.backend, person)
+    assert expected is not None and got is not None
+    assert set(got.quads()) == set(expected.quads())
+    hub = BASE + "id/scheme/ideas"
+    embedded_labels, remote_labels = Labels(embedded), Labels(engine.fresh())
+    expected = describe_resource(embedded, hub, labels=embedded_labels)
+    got = describe_resource(engine.fresh(), hub, labels=remote_labels)
+    assert expected is not None and got is not None and len(expected.incoming) > 20
+    assert got.labels == expected.labels
+    for statement in expected.incoming:
+        subject = statement.subject.value
+        assert remote_labels.label(subject) == embedded_labels.label(subject), subject
+
+
 def test_client_dataset_replaces_the_union(engine: Engine, embedded: OxigraphBackend) -> None:
     count = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
     listing = "SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }"

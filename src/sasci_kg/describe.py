@@ -6,11 +6,13 @@ for every linked IRI, and tables for the kind of thing it is (a person's roles, 
 organisations and quotes; an organisation's people, sessions, partnerships and funding; a
 fact's provenance and evidence). Every query binds the IRI as a constant term through
 ``substitutions`` and starts from it, so no lookup scans the graph and no text from a
-request is ever pasted into SPARQL.
+request is ever pasted into SPARQL (the one query for many labels lists IRIs that came
+out of the graph, checked again before they are written).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,12 +31,15 @@ LABEL_PROPERTIES = (RDFS.label, SKOS.prefLabel, SCHEMA.name, DCTERMS.title)
 _OUTGOING = "SELECT ?s ?p ?o ?g WHERE { GRAPH ?g { ?s ?p ?o } }"
 _INCOMING = "SELECT ?o ?s ?p ?g WHERE { GRAPH ?g { ?s ?p ?o } } LIMIT {limit}"
 _INCOMING_COUNT = "SELECT ?o (COUNT(*) AS ?n) WHERE { ?s ?p ?o } GROUP BY ?o"
-# The labels of the subjects that point at ?o, in one query (a hub has thousands of them).
-_INCOMING_LABELS = """SELECT ?o ?x ?p ?label ?g WHERE {
-  { SELECT DISTINCT ?x ?o WHERE { ?x ?q ?o } LIMIT {limit} }
+# The labels of many IRIs in one query (a hub's page shows hundreds of neighbours). The IRIs
+# are listed, not bound: a remote engine binds a parameter with a VALUES block in the outer
+# group, where it cannot reach into a sub-select with a LIMIT.
+_MANY_LABELS = """SELECT ?x ?p ?label ?g WHERE {
+  VALUES ?x { {iris} }
   VALUES ?p { rdfs:label skos:prefLabel schema:name dcterms:title }
   GRAPH ?g { ?x ?p ?label }
 }"""
+_UNSAFE_IN_IRI = re.compile(r"[<>\"{}|^`\\\x00-\x20]")
 _LABELS = """SELECT ?x ?p ?label ?g WHERE {
   VALUES ?p { rdfs:label skos:prefLabel schema:name dcterms:title }
   GRAPH ?g { ?x ?p ?label }
@@ -152,17 +157,18 @@ class Labels:
         node = ox.NamedNode(iri)
         return self._remember({iri: _select(self.backend, _LABELS, x=node)})[iri]
 
-    def prefetch_incoming(self, node: ox.NamedNode, iris: Iterable[str], limit: int) -> None:
-        """Look up, in one query, the labels of (up to ``limit``) subjects pointing at
-        ``node``; ``iris`` are those subjects, remembered as unlabelled if none is found."""
-        wanted = set(iris)
+    def prefetch(self, iris: Iterable[str], limit: int) -> None:
+        """Look up, in one query, the labels of (up to ``limit`` of) ``iris``; those without
+        one are remembered as unlabelled."""
+        wanted = {iri for iri in iris if not _UNSAFE_IN_IRI.search(iri)}
         with self._lock:
             wanted -= set(self._cache)
         if not wanted:
             return
-        rows: dict[str, list[dict[str, Term]]] = {iri: [] for iri in wanted}
-        query = _INCOMING_LABELS.replace("{limit}", str(int(limit)))
-        for row in _select(self.backend, query, o=node):
+        chosen = sorted(wanted)[:max(0, int(limit))]
+        rows: dict[str, list[dict[str, Term]]] = {iri: [] for iri in chosen}
+        query = _MANY_LABELS.replace("{iris}", " ".join(f"<{iri}>" for iri in chosen))
+        for row in _select(self.backend, query):
             subject = row.get("x")
             if isinstance(subject, ox.NamedNode) and subject.value in rows:
                 rows[subject.value].append(row)
@@ -397,9 +403,8 @@ def describe_resource(
     description = Description(iri=iri, outgoing=outgoing, incoming=incoming,
                               incoming_total=total)
     if len(incoming) > 20:  # a hub: one query for its neighbours' labels, not one each
-        labels.prefetch_incoming(node, (s.subject.value for s in incoming
-                                        if isinstance(s.subject, ox.NamedNode)),
-                                 incoming_limit + 1)
+        labels.prefetch((s.subject.value for s in incoming
+                         if isinstance(s.subject, ox.NamedNode)), incoming_limit + 1)
     kinds = kinds_of(outgoing)
     for query in TABLE_QUERIES:
         if query.kinds & kinds:
