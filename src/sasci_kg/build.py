@@ -154,8 +154,12 @@ def write_dataset(result: BuildResult, out_dir: Path | str) -> list[Path]:
     for name, fmt in (("dataset.nq", "nq"), ("dataset.trig", "trig")):
         path = out / name
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(serialize_quads(result.quads, fmt))
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(serialize_quads(result.quads, fmt))
+            tmp.replace(path)
+        except OSError as exc:  # a full disk: leave no half-written file behind
+            tmp.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         written.append(path)
     return written
 

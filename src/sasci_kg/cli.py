@@ -81,6 +81,10 @@ def _fail_on_library_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SasciKgError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            # The machine, not the data: a full disk, a missing permission, a folder gone.
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -409,9 +409,12 @@ class _StoreHandle:
             for attempt in range(3):
                 try:
                     store = ox.Store.read_only(str(self.path))
-                except OSError as exc:  # swapped while opening: try again
-                    if attempt == 2:
-                        raise StoreUnavailableError(f"{self.path}: cannot open ({exc})") from exc
+                except (OSError, RuntimeError) as exc:  # swapped while opening: try again
+                    if attempt == 2:  # (RuntimeError: RocksDB found the store damaged)
+                        raise StoreUnavailableError(
+                            f"{self.path}: cannot open ({exc}); if the store is damaged, "
+                            "rebuild it with `sasci-kg load`"
+                        ) from exc
                     time.sleep(0.05)
                     continue
                 if store_generation(self.path) == generation:

@@ -78,7 +78,9 @@ class OxigraphBackend:
             self._store = ox.Store.read_only(str(self.path)) if read_only else ox.Store(
                 str(self.path)
             )
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
+            # RocksDB reports a damaged store (garbled tables, CURRENT or MANIFEST) as a
+            # RuntimeError ("Corruption: …").
             raise StoreError(
                 f"{self.path}: cannot open the store ({exc}); if it is damaged, run "
                 "`sasci-kg load` to rebuild it"
@@ -262,6 +264,12 @@ def replace_store(path: Path | str, build: Callable[[Path], None]) -> None:
         try:
             build(staging)
             _swap_in(staging, live)
+        except OSError as exc:
+            # A full disk (ENOSPC, EFBIG), a missing permission: the machine, not the data.
+            raise StoreError(
+                f"{live}: cannot write the new store ({exc}); free some disk space (or fix "
+                "the permissions) and run again — the previous store is still in place"
+            ) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already after a swap
 
