@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -509,21 +509,14 @@ def test_load_needs_write_access(engine: Engine) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# `serve` in front of a remote engine: a representative subset of the endpoint's protocol
-# checks, run against the production server (conftest's run_live_server) once with the
-# embedded store and once per engine. The remote runs need the endpoint's backend settings
-# (ServerConfig.query_url & co., see the module docstring of sasci_kg.backends); until the
-# endpoint has them, those runs skip and say so.
+# `serve` in front of a remote engine: the endpoint's protocol checks, run against the
+# production server (conftest's run_live_server) once with the embedded store and once per
+# engine, read-only (the query URL only, anonymous), with the same limits. The embedded
+# store loaded with the same build is the reference.
 
 SERVERS = ("embedded", *ENGINES)
-
-
-def _endpoint_has_remote_hook() -> bool:
-    from dataclasses import fields
-
-    from sasci_kg.web.config import ServerConfig
-
-    return {"backend", "query_url"} <= {f.name for f in fields(ServerConfig)}
+SERVED_MAX_ROWS = 3000  # above every answer below, below the whole dataset (~3,900 quads)
+JSON_RESULTS = "application/sparql-results+json"
 
 
 def _server_options(engine: Engine) -> dict[str, object]:
@@ -540,13 +533,10 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """(name, base URL) of a live server on the real dataset, embedded or remote."""
     conftest = pytest.importorskip("conftest")
     store = load_real_store(tmp_path_factory.mktemp("served") / "store")
-    options: dict[str, object] = {}
+    options: dict[str, object] = {"max_rows": SERVED_MAX_ROWS}
     name = request.param
     if name != "embedded":
-        if not _endpoint_has_remote_hook():
-            pytest.skip("the endpoint cannot front a remote engine yet: ServerConfig has no "
-                        "backend/query_url settings (the hook asked of the web layer)")
-        options = _server_options(request.getfixturevalue("engine_" + name))
+        options.update(_server_options(request.getfixturevalue("engine_" + name)))
     with conftest.run_live_server(store, tmp_path_factory.mktemp("live-" + name),
                                   **options) as server:
         yield name, server.url
@@ -568,7 +558,11 @@ def _engine_named(name: str) -> Engine:
         unavailable(name, f"no settings at {path}")
     env = read_env(path)
     settings = BackendSettings.from_env(env)
-    summary = load_dataset(settings, load_inputs(built_dataset()), accept_engine_changes=True)
+    try:
+        summary = load_dataset(settings, load_inputs(built_dataset()),
+                               accept_engine_changes=True)
+    except RemoteError as exc:
+        unavailable(name, str(exc))
     return Engine(name, env, settings, open_remote(settings), summary)
 
 
@@ -580,6 +574,21 @@ def _bindings(response: object) -> list[tuple[tuple[str, str], ...]]:
                   for row in data["results"]["bindings"])
 
 
+def _without_durations(text: str) -> str:
+    """The one literal Virtuoso stores in its own form (see test_only_known_literal_rewrites)."""
+    return re.sub(r'"[^"]*"\^\^(<http://www.w3.org/2001/XMLSchema#duration>|xsd:duration)',
+                  "DURATION", text)
+
+
+def _problem(response: object, status: int, slug: str) -> dict[str, object]:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["Content-Type"].startswith(  # type: ignore[attr-defined]
+        "application/problem+json")
+    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
+    assert body["type"] == BASE + "problem/" + slug and body["status"] == status, body
+    return body
+
+
 def test_served_queries_answer_as_embedded(served: tuple[str, str],
                                            embedded: OxigraphBackend) -> None:
     import requests
@@ -587,7 +596,7 @@ def test_served_queries_answer_as_embedded(served: tuple[str, str],
     name, url = served
     funders = get_query("funders", QUERIES).sparql
     got = requests.get(url + "/sparql", params={"query": funders},
-                       headers={"Accept": "application/sparql-results+json"}, timeout=30)
+                       headers={"Accept": JSON_RESULTS}, timeout=30)
     assert got.status_code == 200, got.text
     expected = run_named_query(embedded, get_query("funders", QUERIES))
     assert isinstance(expected, ox.QuerySolutions)
@@ -599,17 +608,64 @@ def test_served_queries_answer_as_embedded(served: tuple[str, str],
     vocab_size = str(sum(1 for _ in embedded.quads(VOCAB_GRAPH)))
     for response in (
         requests.post(url + "/sparql", data={"query": count, "default-graph-uri": VOCAB_GRAPH},
-                      headers={"Accept": "application/sparql-results+json"}, timeout=30),
+                      headers={"Accept": JSON_RESULTS}, timeout=30),
         requests.post(url + "/sparql?default-graph-uri=" + VOCAB_GRAPH, data=count.encode(),
                       headers={"Content-Type": "application/sparql-query",
-                               "Accept": "application/sparql-results+json"}, timeout=30),
+                               "Accept": JSON_RESULTS}, timeout=30),
     ):
         assert response.status_code == 200, response.text
         assert _bindings(response) == [(("n", vocab_size),)]
     ask = requests.get(url + "/sparql", params={"query": 'ASK { ?p schema:name "Juliette '
                                                          'Malley" }'},
-                       headers={"Accept": "application/sparql-results+json"}, timeout=30)
+                       headers={"Accept": JSON_RESULTS}, timeout=30)
     assert ask.status_code == 200 and ask.json()["boolean"] is True
+
+
+def test_served_protocol_dataset_replaces_the_union(served: tuple[str, str],
+                                                    embedded: OxigraphBackend) -> None:
+    """A dataset part that names no graph is empty, not "our union" (SPARQL 1.1 Protocol
+    §2.1.4), and a query's own FROM is kept when the request names no dataset."""
+    import requests
+
+    _, url = served
+    listing = "SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }"
+    count = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
+    cases = [
+        (listing, {"default-graph-uri": VOCAB_GRAPH}, []),  # no named graphs given: none
+        (listing, {"named-graph-uri": VOCAB_GRAPH}, [(("g", VOCAB_GRAPH),)]),
+        (count, {"named-graph-uri": VOCAB_GRAPH}, [(("n", "0"),)]),  # empty default graph
+        (f"SELECT (COUNT(*) AS ?n) FROM <{VOCAB_GRAPH}> WHERE {{ ?s ?p ?o }}", {},
+         [(("n", str(sum(1 for _ in embedded.quads(VOCAB_GRAPH)))),)]),
+    ]
+    for query, dataset, expected in cases:
+        response = requests.get(url + "/sparql", params={"query": query, **dataset},
+                                headers={"Accept": JSON_RESULTS}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert _bindings(response) == expected, (query, dataset)
+
+
+@pytest.mark.parametrize("accept,content_type", [
+    ("application/sparql-results+json", "application/sparql-results+json"),
+    ("application/sparql-results+xml", "application/sparql-results+xml"),
+    ("text/csv", "text/csv"),
+    ("text/tab-separated-values", "text/tab-separated-values"),
+])
+def test_served_results_negotiate(served: tuple[str, str], accept: str,
+                                  content_type: str) -> None:
+    import requests
+
+    _, url = served
+    query = ("SELECT ?name WHERE { ?p a schema:Person ; schema:name ?name } "
+             "ORDER BY ?name LIMIT 5")
+    response = requests.get(url + "/sparql", params={"query": query},
+                            headers={"Accept": accept}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith(content_type)
+    assert response.headers["X-Result-Rows"] == "5"
+    assert "Adam Lent" in response.text
+    refused = requests.get(url + "/sparql", params={"query": query},
+                           headers={"Accept": "image/png"}, timeout=30)
+    _problem(refused, 406, "not-acceptable")
 
 
 def test_served_construct_negotiates_rdf(served: tuple[str, str],
@@ -624,6 +680,12 @@ def test_served_construct_negotiates_rdf(served: tuple[str, str],
     assert response.headers["Content-Type"].startswith("text/turtle")
     got = {quad.triple for quad in ox.parse(response.content, format=ox.RdfFormat.TURTLE)}
     assert got == set(embedded.query(construct))  # type: ignore[arg-type]
+    for accept, fmt in (("application/n-triples", ox.RdfFormat.N_TRIPLES),
+                        ("application/rdf+xml", ox.RdfFormat.RDF_XML)):
+        other = requests.get(url + "/sparql", params={"query": construct},
+                             headers={"Accept": accept}, timeout=30)
+        assert other.status_code == 200, other.text
+        assert {q.triple for q in ox.parse(other.content, format=fmt)} == got
 
 
 def test_served_errors_keep_the_problem_shape(served: tuple[str, str]) -> None:
@@ -632,40 +694,275 @@ def test_served_errors_keep_the_problem_shape(served: tuple[str, str]) -> None:
     _, url = served
     bad = requests.get(url + "/sparql", params={"query": "SELECT * WHERE { ?s ?p }"},
                        timeout=30)
-    assert bad.status_code == 400
-    assert bad.headers["Content-Type"].startswith("application/problem+json")
-    service = requests.get(url + "/sparql", params={
-        "query": "SELECT * WHERE { SERVICE <http://127.0.0.1:9/sparql> { ?s ?p ?o } }"},
-        timeout=30)
-    assert 400 <= service.status_code < 500  # refused here, never forwarded to the engine
-    update = requests.post(url + "/update", data={"update": "DROP ALL"}, timeout=30)
-    assert update.status_code in (401, 403, 404, 405)
+    body = _problem(bad, 400, "syntax-error")
+    assert body["line"] == 1 and body["column"]  # the same message as embedded, pre-checked
+    for query in ("SELECT * WHERE { SERVICE <http://127.0.0.1:9/sparql> { ?s ?p ?o } }",
+                  "PREFIX ex: <http://127.0.0.1:9/> SELECT * { SERVICE ex:x { ?s ?p ?o } }"):
+        service = requests.get(url + "/sparql", params={"query": query}, timeout=30)
+        _problem(service, 403, "remote-access-refused")  # refused here, never forwarded
+    load = requests.get(url + "/sparql", params={"query": "LOAD <http://127.0.0.1:9/x.ttl>"},
+                        timeout=30)
+    assert load.status_code in (400, 403), load.text
+    for path in ("/update", "/sparql"):
+        update = requests.post(url + path, data={"update": "DROP ALL"}, timeout=30)
+        assert update.status_code in (400, 403), update.text
+    write = requests.put(url + "/rdf-graph-store", params={"graph": VOCAB_GRAPH},
+                         data=b"", headers={"Content-Type": "application/n-triples"}, timeout=30)
+    _problem(write, 403, "forbidden")
 
 
-def test_served_remote_failures_are_502_and_504(tmp_path: Path) -> None:
-    """A server whose engine refuses connections answers 502; a silent engine, 504."""
-    import socket
+def test_served_limits_hold(served: tuple[str, str]) -> None:
+    import requests
+
+    _, url = served
+    everything = requests.get(url + "/sparql", params={"query": "SELECT * { ?s ?p ?o }"},
+                              headers={"Accept": JSON_RESULTS}, timeout=30)
+    body = _problem(everything, 507, "result-too-large")
+    assert body["cap"] == "max-rows" and body["limit"] == SERVED_MAX_ROWS
+    dump = requests.get(url + "/rdf-graph-store", headers={"Accept": "application/n-quads"},
+                        timeout=30)
+    _problem(dump, 507, "result-too-large")
+    page = requests.get(url + "/sparql", params={"query": "SELECT * { ?s ?p ?o } LIMIT 7"},
+                        headers={"Accept": JSON_RESULTS}, timeout=30)
+    assert page.status_code == 200 and len(_bindings(page)) == 7
+    too_long = requests.post(url + "/sparql", data={"query": "SELECT * {}" + " " * 200_000},
+                             timeout=30)
+    _problem(too_long, 413, "query-too-large")
+
+
+def test_served_graph_store_reads(served: tuple[str, str], embedded: OxigraphBackend) -> None:
+    import requests
+
+    name, url = served
+    graph = requests.get(url + "/rdf-graph-store", params={"graph": VOCAB_GRAPH},
+                         headers={"Accept": "application/n-triples"}, timeout=30)
+    assert graph.status_code == 200, graph.text
+    assert graph.headers["Content-Type"].startswith("application/n-triples")
+    expected = serialize_quads(embedded.quads(VOCAB_GRAPH), "nt").decode()
+    assert sorted(graph.text.splitlines()) == sorted(expected.splitlines())
+    missing = requests.get(url + "/rdf-graph-store", params={"graph": FOREIGN_GRAPH},
+                           timeout=30)
+    _problem(missing, 404, "not-found")
+    head = requests.head(url + "/rdf-graph-store", params={"graph": VOCAB_GRAPH},
+                         headers={"Accept": "text/turtle"}, timeout=30)
+    assert head.status_code == 200 and head.headers["Content-Type"].startswith("text/turtle")
+
+
+def test_served_linked_data_as_embedded(served: tuple[str, str],
+                                        embedded: OxigraphBackend) -> None:
+    import html
 
     import requests
 
+    from sasci_kg.describe import Labels, describe_resource
+    from sasci_kg.void import data_quads, download_bytes, find_download
+
+    name, url = served
+    person = BASE + "id/person/juliette-malley"
+    data = requests.get(url + "/id/person/juliette-malley",
+                        headers={"Accept": "application/n-quads"}, timeout=30)
+    assert data.status_code == 200, data.text
+    description = describe_resource(embedded, person)
+    assert description is not None
+    got = {q for q in ox.parse(data.content, format=ox.RdfFormat.N_QUADS)}
+    assert got == set(description.quads())
+    # A hub's page names its neighbours (their labels come in one query, on every backend).
+    hub = BASE + "id/scheme/ideas"
+    page = requests.get(url + "/id/scheme/ideas", headers={"Accept": "text/html"}, timeout=30)
+    assert page.status_code == 200, page.text
+    labels = Labels(embedded)
+    hub_description = describe_resource(embedded, hub, labels=labels)
+    assert hub_description is not None and len(hub_description.incoming) > 20
+    for statement in hub_description.incoming:
+        label = labels.label(statement.subject.value)
+        assert label is None or html.escape(label, quote=False) in page.text, label
+    # VoID (the graph/meta graph) and a download: the same as the embedded store serves.
+    void = requests.get(url + "/.well-known/void", headers={"Accept": "application/n-triples"},
+                        timeout=30)
+    assert void.status_code == 200, void.text
+    meta = serialize_quads(embedded.quads(BASE + "graph/meta"), "nt").decode()
+    assert sorted(void.text.splitlines()) == sorted(meta.splitlines())
+    download = requests.get(url + "/download/sasci-kg.nq", timeout=60)
+    assert download.status_code == 200, download.text
+    found = find_download("sasci-kg.nq")
+    assert found is not None
+    expected = download_bytes(list(data_quads(embedded.quads())), found).decode()
+    assert _without_durations(download.text) == _without_durations(expected)
+    missing = requests.get(url + "/id/person/nobody-at-all",
+                           headers={"Accept": "text/turtle"}, timeout=30)
+    _problem(missing, 404, "not-found")
+
+
+def test_served_health_and_description_keep_credentials_out(served: tuple[str, str],
+                                                            embedded: OxigraphBackend) -> None:
+    import requests
+
+    name, url = served
+    health = requests.get(url + "/healthz", timeout=30)
+    assert health.status_code == 200, health.text
+    assert health.json()["quads"] == len(embedded)
+    assert health.json()["graphs"] == len(embedded.graphs())
+    description = requests.get(url + "/sparql", headers={"Accept": "text/turtle"}, timeout=30)
+    assert description.status_code == 200, description.text
+    text = description.text
+    names = {q.object.value for q in ox.parse(description.content, format=ox.RdfFormat.TURTLE)
+             if q.predicate.value == "http://www.w3.org/ns/sparql-service-description#name"}
+    assert names == set(embedded.graphs())
+    if name != "embedded":
+        assert "remote SPARQL 1.1 engine" in text
+        engine_url = read_env(env_file(name))["SASCI_KG_QUERY_URL"]
+        port = engine_url.split(":")[-1].split("/")[0]
+        assert engine_url not in text and f":{port}" not in text  # the engine is not named
+        password = read_env(env_file(name)).get("SASCI_KG_PASSWORD")
+        assert not password or password not in text
+
+
+# ---------------------------------------------------------------------------------------
+# `serve` in front of an engine that misbehaves: the fake engine of test_remote_quirks.
+
+
+@pytest.fixture
+def fake() -> Iterator[object]:
+    from test_remote_quirks import FakeEngine
+
+    engine = FakeEngine()
+    yield engine
+    engine.close()
+
+
+FAKE_GRAPH = BASE + "graph/source/fake"
+SECRET_WORD = "fake-engine-pa55-never-shown"
+
+
+def _fake_reply(mode: dict[str, str]) -> Callable[[object], object]:
+    """Answer the backend's own listing and counting queries; misbehave on the rest."""
+    from test_remote_quirks import Reply, literal_rows, solutions
+
+    def reply(seen: object) -> object:
+        query = seen.form.get("query", [""])[0]  # type: ignore[attr-defined]
+        if "SELECT DISTINCT ?g" in query:
+            return Reply(body=solutions(["g"], [{"g": {"type": "uri", "value": FAKE_GRAPH}}]))
+        if "COUNT(*) AS ?n" in query and "VALUES ?g" in query:
+            return Reply(body=solutions(["g", "n"], [{
+                "g": {"type": "uri", "value": FAKE_GRAPH},
+                "n": {"type": "literal", "value": "3", "datatype": XSD + "integer"}}]))
+        how = mode["now"]
+        if how == "silent":
+            return Reply(body=literal_rows(1), delay=5)
+        if how == "garbage":
+            return Reply(body=b"<html>Service temporarily overloaded</html>")
+        if how == "partial":
+            return Reply(body=literal_rows(2), headers={"X-SQL-State": "S1TAT"})
+        if how == "capped":
+            return Reply(body=literal_rows(3), headers={"X-SPARQL-MaxRows": "3"})
+        if how == "unavailable":
+            return Reply(status=503, body=b"down for maintenance", content_type="text/plain")
+        if how == "refuses":
+            return Reply(status=400, body=b"Virtuoso 37000 Error SP030: no such feature",
+                         content_type="text/plain")
+        return Reply(body=literal_rows(1))
+
+    return reply
+
+
+def test_served_engine_failures_are_502_and_504_in_time(fake: object, tmp_path: Path) -> None:
+    """Each way an engine fails comes back as a problem (502, or 504 for time), within the
+    time limit, and the workers carry on; SERVICE, LOAD and updates never reach it."""
+    import requests
+
+    from sasci_kg.web.sparql import REMOTE_INFO_SECONDS
+
     conftest = pytest.importorskip("conftest")
-    if not _endpoint_has_remote_hook():
-        pytest.skip("the endpoint cannot front a remote engine yet: ServerConfig has no "
-                    "backend/query_url settings (the hook asked of the web layer)")
-    store = load_real_store(tmp_path / "store")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        for port, status in ((dead, 502), (silent.getsockname()[1], 504)):
-            options = {"backend": "remote", "query_url": f"http://127.0.0.1:{port}/sparql",
-                       "remote_timeout": 1.0}
-            with conftest.run_live_server(store, tmp_path, **options) as server:
-                started = time.monotonic()
-                response = requests.get(server.url + "/sparql", params={
-                    "query": "SELECT * WHERE { ?s ?p ?o } LIMIT 1"}, timeout=30)
-                assert response.status_code == status, response.text
-                assert response.headers["Content-Type"].startswith("application/problem+json")
-                assert time.monotonic() - started < 10
+    mode = {"now": "fine"}
+    fake.reply = _fake_reply(mode)  # type: ignore[attr-defined]
+    secret = tmp_path / "password"
+    secret.write_text(SECRET_WORD + "\n")
+    options = {"backend": "remote", "query_url": fake.url + "/sparql",  # type: ignore[attr-defined]
+               "auth": "basic", "user": "kg", "password_file": str(secret),
+               "remote_timeout": 1.0}
+    store = tmp_path / "no-store-needed"
+    with conftest.run_live_server(store, tmp_path, **options) as server:
+        workers = sorted(server.workers())
+
+        def ask(**params: str) -> requests.Response:
+            started = time.monotonic()
+            response = requests.get(server.sparql, params={
+                "query": "SELECT ?x WHERE { ?s ?p ?x } LIMIT 1", **params},
+                headers={"Accept": JSON_RESULTS}, timeout=30)
+            assert time.monotonic() - started < 3.5, "not answered within the time limit"
+            return response
+
+        assert ask().status_code == 200
+        for how, status, slug in (("silent", 504, "remote-timeout"),
+                                  ("garbage", 502, "remote-error"),
+                                  ("partial", 504, "remote-timeout"),
+                                  ("capped", 502, "remote-error"),
+                                  ("unavailable", 502, "remote-error"),
+                                  ("refuses", 400, "query-error")):
+            mode["now"] = how
+            body = _problem(ask(), status, slug)
+            assert fake.url not in str(body) and SECRET_WORD not in str(body), body  # type: ignore[attr-defined]
+        # The job's own time limit, when shorter than the engine's: a query-timeout, and the
+        # worker was not killed (it only waited on a socket).
+        mode["now"] = "silent"
+        _problem(ask(timeout="0.5"), 504, "query-timeout")
+        mode["now"] = "fine"
+        assert ask().status_code == 200
+        assert sorted(server.workers()) == workers
+        sent = len(fake.seen)  # type: ignore[attr-defined]
+        for query in ("SELECT * { SERVICE <http://127.0.0.1:9/> { ?s ?p ?o } }",
+                      "LOAD <http://127.0.0.1:9/x.ttl>", "DROP ALL", "SELECT * { ?s ?p }"):
+            refused = requests.get(server.sparql, params={"query": query}, timeout=30)
+            assert 400 <= refused.status_code < 500, refused.text
+        assert len(fake.seen) == sent  # type: ignore[attr-defined]
+        assert all(s.headers.get("Authorization", "").startswith("Basic ")  # type: ignore[attr-defined]
+                   for s in fake.seen)  # type: ignore[attr-defined]
+        fake.close()  # type: ignore[attr-defined]  # the engine goes away: refused connections
+        _problem(ask(), 502, "remote-error")
+        # /healthz reuses the engine's counts for a few seconds, then says it is unhealthy.
+        deadline = time.monotonic() + REMOTE_INFO_SECONDS + 10
+        health = requests.get(server.url + "/healthz", timeout=30)
+        while health.status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            health = requests.get(server.url + "/healthz", timeout=30)
+        _problem(health, 503, "store-unavailable")
+        log = server.log()
+    assert "cannot connect (connection refused)" in log  # the details are in the log ...
+    assert SECRET_WORD not in log  # ... but never the password
+
+
+# ---------------------------------------------------------------------------------------
+# The endpoint's configuration and command line for a remote engine.
+
+
+def test_serve_settings_are_named_as_the_cli_options(tmp_path: Path) -> None:
+    from sasci_kg.web.config import ConfigError, load_config
+
+    secret = tmp_path / "token"
+    secret.write_text(SECRET_WORD)
+    config = load_config({}, environ={
+        "SASCI_KG_QUERY_URL": "http://127.0.0.1:9/sparql", "SASCI_KG_AUTH": "bearer",
+        "SASCI_KG_TOKEN_FILE": str(secret), "SASCI_KG_REMOTE_TIMEOUT": "4",
+        "SASCI_KG_REMOTE_ROW_CAP": "10000",
+        "SASCI_KG_GRAPH_NAMESPACES": f"{BASE} https://example.org/graphs,2024/"})
+    settings = config.backend_settings
+    assert config.is_remote and settings.is_remote and settings.auth == "bearer"
+    assert settings.token is not None and settings.token.reveal() == SECRET_WORD
+    assert settings.timeout == 4 and settings.row_cap == 10000
+    assert settings.graph_namespaces == (BASE, "https://example.org/graphs,2024/")
+    for text in (repr(config), str(config), repr(settings), settings.describe()):
+        assert SECRET_WORD not in text
+    password = load_config({"query_url": "http://127.0.0.1:9/sparql", "auth": "digest",
+                            "user": "kg", "password": SECRET_WORD}, environ={})
+    assert SECRET_WORD not in repr(password) and SECRET_WORD not in repr(
+        password.backend_settings)
+    assert not load_config({}, environ={}).is_remote
+    for options, message in (
+        ({"backend": "remote"}, "--query-url"),
+        ({"query_url": "ftp://x/sparql"}, "--query-url"),
+        ({"query_url": "http://x/sparql", "auth": "digest"}, "needs a user and a password"),
+        ({"query_url": "http://x/sparql", "updates": True, "update_token": "t" * 20},
+         "never writes to a remote engine"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(options, environ={})

@@ -1,6 +1,10 @@
 """The endpoint's settings: one frozen :class:`ServerConfig`, built by :func:`load_config` from
 options (the CLI), ``SASCI_KG_…`` environment variables and an optional TOML file, in that order
 of precedence, over safe defaults. No Flask here, so the CLI can import it cheaply.
+
+The backend settings (``backend``, ``query_url``, … ``graph_namespaces``) have the names of the
+CLI's backend options, so ``SASCI_KG_QUERY_URL`` means the same to ``serve`` as to ``query``;
+they are checked once, into :attr:`ServerConfig.backend_settings`.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import SasciKgError
+from ..backends import DEFAULT_TIMEOUT, BackendSettings
+from ..errors import SasciKgError, StoreError
 from ..guard import validate_allow_entry
 from ..store import default_store_path
+from ..vocab import BASE
 
 ENV_PREFIX = "SASCI_KG_"
 
@@ -67,9 +73,47 @@ class ServerConfig:
     )
     cors: bool = _setting(True, help="allow cross-origin reads (never writes)")
     log_level: str = _setting("info", help="logging level: debug, info, warning, error")
+    # Where the data is: the embedded store (above) or a remote SPARQL 1.1 engine. The names
+    # are the CLI's backend options, so the environment variables mean the same everywhere.
+    backend: str | None = _setting(
+        None, help="embedded (the store directory) or remote (implied by query_url)"
+    )
+    query_url: str | None = _setting(None, help="remote: the engine's SPARQL query endpoint")
+    update_url: str | None = _setting(
+        None, help="remote: its update endpoint (not used by serve, which never writes)"
+    )
+    gsp_url: str | None = _setting(None, help="remote: its Graph Store Protocol endpoint")
+    auth: str | None = _setting(None, help="remote: authentication: none, basic, digest, bearer")
+    user: str | None = _setting(None, help="remote: user for basic or digest authentication")
+    password: str | None = _setting(None, repr=False, help="remote: the user's password")
+    password_file: Path | None = _setting(None, help="remote: file holding the password")
+    token: str | None = _setting(None, repr=False, help="remote: bearer token for the engine")
+    token_file: Path | None = _setting(None, help="remote: file holding the bearer token")
+    remote_timeout: float = _setting(
+        DEFAULT_TIMEOUT, help="remote: seconds each request to the engine may take at most"
+    )
+    remote_row_cap: int | None = _setting(
+        None, help="remote: the engine's own result cap; answers that reach it are refused"
+    )
+    graph_namespaces: tuple[str, ...] = _setting(
+        (BASE,), help="remote: IRI prefixes of the graphs that are ours (space-separated)"
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
+        # Built once: it reads the password and token files and checks every URL.
+        object.__setattr__(self, "_backend_settings", _backend_settings(self))
+
+    @property
+    def backend_settings(self) -> BackendSettings:
+        """Where the data is, checked (credentials as ``Secret``; see :mod:`..backends`)."""
+        settings: BackendSettings = self.__dict__["_backend_settings"]
+        return settings
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether a remote SPARQL engine holds the data (not the embedded store)."""
+        return self.backend_settings.is_remote
 
     @property
     def max_body_bytes(self) -> int:
@@ -114,6 +158,26 @@ def _validate(config: ServerConfig) -> None:
         raise ConfigError(f"log_level {config.log_level!r} is not debug/info/warning/error")
 
 
+def _backend_settings(config: ServerConfig) -> BackendSettings:
+    """The backend settings, or ConfigError naming the setting and the fix."""
+    try:
+        settings = BackendSettings.from_options(
+            backend=config.backend, store_path=config.store, query_url=config.query_url,
+            update_url=config.update_url, gsp_url=config.gsp_url, auth=config.auth,
+            user=config.user, password=config.password, password_file=config.password_file,
+            token=config.token, token_file=config.token_file, timeout=config.remote_timeout,
+            row_cap=config.remote_row_cap, graph_namespaces=config.graph_namespaces,
+        )
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
+    if settings.is_remote and config.updates:
+        raise ConfigError(
+            "updates: the endpoint never writes to a remote engine; leave updates off and "
+            "change the data with `sasci-kg load --backend remote …`"
+        )
+    return settings
+
+
 _FIELDS = {f.name: f for f in fields(ServerConfig)}
 
 
@@ -140,11 +204,20 @@ def _convert(name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return float(value)
+        if name == "graph_namespaces":  # IRIs may hold commas: whitespace, as the CLI's
+            items = value.split() if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
         if kind == "tuple[str, ...]":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(validate_allow_entry(str(i).strip()) for i in items if str(i).strip())
         if kind == "str | None":
             return None if value is None or value == "" else str(value)
+        if kind == "Path | None":
+            return None if value is None or value == "" else Path(value)
+        if kind == "int | None":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return None if value is None or value == "" else int(value)
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(

@@ -4,6 +4,8 @@
 :func:`problem` builds a response any blueprint can return; :func:`init_app` installs the
 handlers that turn library exceptions, HTTP errors (404, 405, 413, …) and unexpected failures
 into it. No traceback ever reaches a client: unexpected errors are logged and answered 500.
+A remote engine's failure is answered 502 (504 for a time-out) with a detail that does not name
+the engine's address; the full message goes to the log.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from ..errors import (
     QueryError,
     QueryRefusedError,
     RemoteError,
+    RemoteIncompleteError,
     RemoteTimeoutError,
+    RemoteUnavailableError,
     SasciKgError,
     StoreError,
     StoreLockedError,
@@ -139,6 +143,23 @@ _MAP: list[tuple[type[BaseException], int, str, str]] = [
 ]
 
 
+def remote_detail(exc: RemoteError) -> str:
+    """What a client is told of a remote engine's failure: what happened and what to do, but
+    not the engine's address or its raw answer (those are in the server's log)."""
+    if isinstance(exc, RemoteTimeoutError):
+        return ("the SPARQL engine behind this endpoint did not give a complete answer in time; "
+                "make the query more selective (a LIMIT, fewer OPTIONALs or unbounded paths) or "
+                "try again later")
+    if isinstance(exc, RemoteUnavailableError):
+        return "the SPARQL engine behind this endpoint cannot be reached; try again later"
+    if isinstance(exc, RemoteIncompleteError):
+        return ("the SPARQL engine behind this endpoint cut its answer short (a row or size "
+                "cap), so it is refused rather than passed on as whole; ask for less with "
+                "LIMIT/OFFSET")
+    return ("the SPARQL engine behind this endpoint failed or gave an answer that cannot be "
+            "trusted; the details are in the server's log")
+
+
 def problem_for(exc: SasciKgError) -> Response:
     """The problem response for a library exception."""
     status, slug, title = next(
@@ -177,7 +198,8 @@ def problem_for(exc: SasciKgError) -> Response:
         exc, (ExecutorBusyError, StoreLockedError, StoreUnavailableError, ResultTooLargeError)
     ):
         log.error("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
-    return problem(status, slug, title, str(exc), headers=headers, **extra)
+    detail = remote_detail(exc) if isinstance(exc, RemoteError) else str(exc)
+    return problem(status, slug, title, detail, headers=headers, **extra)
 
 
 def _http_problem(exc: HTTPException) -> Response:

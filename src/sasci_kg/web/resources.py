@@ -8,6 +8,8 @@ DCAT), ``/download/…`` (the whole dataset, built-time checksums as ETags) and
 ``/context.jsonld``. Content negotiation follows the Cool URIs note: HTML for browsers, RDF by
 ``Accept`` or extension, ``Vary: Accept``, ``Link rel=alternate``. RDF keeps canonical IRIs;
 only HTML links point here. Lookups bind the IRI as a constant (:mod:`sasci_kg.describe`).
+Everything is read through the :class:`~sasci_kg.store.Backend` interface, so the pages work
+the same in front of a remote SPARQL engine.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from flask import Blueprint, Flask, Response, current_app, redirect, render_temp
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers.response import Response as BaseResponse
 
+from ..backends import open_remote
 from ..describe import (
     Description,
     Labels,
@@ -37,7 +41,8 @@ from ..describe import (
 from ..errors import NotFoundError
 from ..executor import StoreUnavailableError
 from ..export import JSONLD_CONTEXT, compact_jsonld, get_format, serialize_quads
-from ..store import OxigraphBackend, open_store, store_generation
+from ..remote import RemoteBackend
+from ..store import Backend, open_store, store_generation
 from ..vocab import BASE, ONTOLOGY_GRAPH, OWL, PREFIXES, SCHEME, VOCAB_GRAPH
 from ..void import DATASET, DOWNLOADS, META_GRAPH, data_quads, download_bytes, find_download
 from .negotiation import (
@@ -79,8 +84,8 @@ ONTOLOGY_IRI = BASE + "def"
 class _Generation:
     """One generation of the store (a load swaps in the next) and what was computed on it."""
 
-    key: tuple[int, int]
-    backend: OxigraphBackend
+    key: Hashable
+    backend: Backend
     labels: Labels
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache: dict[Any, Any] = field(default_factory=dict)
@@ -126,10 +131,55 @@ class _Site:
             return self._current
 
 
-def _site() -> _Site:
-    site: _Site | None = current_app.extensions.get("sasci_kg_resources")
+class _RemoteSite:
+    """The remote engine the pages read, with what was computed on it.
+
+    A remote engine has no store directory to watch, so a generation is a fingerprint of our
+    graphs (names and sizes, and the dataset description in ``graph/meta``), checked at most
+    every ``check_interval`` seconds: a `sasci-kg load --backend remote` shows without a
+    restart, and the caches (labels, graphs, downloads) live as long as the data does.
+    """
+
+    def __init__(self, backend: RemoteBackend, *, check_interval: float = 5.0):
+        self.backend = backend
+        self.check_interval = check_interval
+        self._lock = threading.Lock()
+        self._current: _Generation | None = None
+        self._checked = 0.0
+
+    def current(self) -> _Generation:
+        with self._lock:
+            current = self._current
+            if current is not None and time.monotonic() - self._checked < self.check_interval:
+                return current
+        key = self._fingerprint()  # outside the lock: a network round trip or three
+        with self._lock:
+            self._checked = time.monotonic()
+            if self._current is None or self._current.key != key:
+                self._current = _Generation(key, self.backend, Labels(self.backend))
+            return self._current
+
+    def _fingerprint(self) -> Hashable:
+        sizes = self.backend.graph_sizes(self.backend.graphs_uncached())
+        meta = ""
+        if META_GRAPH.value in sizes:
+            lines = sorted(str(q) for q in self.backend.graph_quads(META_GRAPH.value,
+                                                                    sizes[META_GRAPH.value]))
+            meta = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        return (tuple(sorted(sizes.items())), meta)
+
+
+def _site() -> _Site | _RemoteSite:
+    site: _Site | _RemoteSite | None = current_app.extensions.get("sasci_kg_resources")
     if site is None:
-        site = _Site(Path(current_app.config["SASCI_KG"].store))
+        config = current_app.config["SASCI_KG"]
+        if config.is_remote:
+            backend = open_remote(config.backend_settings)
+            # Page lookups run in the request thread: bound them by the query time limit.
+            backend.timeout = min(backend.timeout, config.timeout)
+            site = _RemoteSite(backend)
+        else:
+            site = _Site(Path(config.store))
         current_app.extensions["sasci_kg_resources"] = site
     return site
 

@@ -94,11 +94,13 @@ def configure_logging(config: ServerConfig) -> None:
 
 
 def run_server(config: ServerConfig) -> None:
-    """Serve ``config.store`` until SIGTERM/SIGINT; stops the worker processes on the way out.
+    """Serve ``config.store`` (or the remote engine the config names) until SIGTERM/SIGINT;
+    stops the worker processes on the way out.
 
-    Raises :class:`StoreError` before binding anything if there is no store to serve.
+    Raises :class:`StoreError` before binding anything if there is no store to serve. A remote
+    engine is not asked at start: the server comes up, and answers 502/504 while it is down.
     """
-    if store_generation(config.store) is None:
+    if not config.is_remote and store_generation(config.store) is None:
         raise StoreError(
             f"{config.store}: no Oxigraph store here; run `sasci-kg load` first "
             "(or point --store / SASCI_KG_STORE at an existing store)"

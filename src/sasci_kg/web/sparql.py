@@ -5,7 +5,8 @@ A request is read (parameters decoded once; duplicates and conflicts refused), c
 :mod:`sasci_kg.guard` (size, nesting, SERVICE/LOAD) and negotiated before any work; then the
 query runs, is capped and is serialised in a killable worker (:mod:`sasci_kg.executor`), so the
 status line is only sent once the whole body exists. Other blueprints run queries through
-:func:`execute_query` and reach the shared state through :func:`get_runtime`.
+:func:`execute_query` and reach the shared state through :func:`get_runtime`. With a remote
+engine behind the endpoint the same checks run here first, and only the workers talk to it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +27,7 @@ from flask import Blueprint, Response, current_app, redirect, request, url_for
 from werkzeug.datastructures import CombinedMultiDict, MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
+from ..errors import RemoteError
 from ..executor import (
     ExecutorBusyError,
     InfoJob,
@@ -56,9 +60,11 @@ from .problems import (
     UnauthorizedError,
     UnsupportedMediaTypeError,
     problem,
+    remote_detail,
 )
 
 bp = Blueprint("sparql", __name__)
+log = logging.getLogger("sasci_kg.web")
 
 ENTAILMENT = Namespace("http://www.w3.org/ns/entailment/")
 FORM_URLENCODED = "application/x-www-form-urlencoded"
@@ -68,6 +74,10 @@ SINGLE_VALUED = ("query", "update", "timeout", "download")
 
 # ---------------------------------------------------------------------------------------
 # Shared state: the worker pools and a per-generation cache of the dataset's shape.
+
+# A remote engine has no store generation to watch: its graph list and size are asked again
+# when they are older than this (a `sasci-kg load --backend remote` shows within seconds).
+REMOTE_INFO_SECONDS = 5.0
 
 
 class Runtime:
@@ -85,6 +95,7 @@ class Runtime:
         self._pool: WorkerPool | None = None
         self._writer: WorkerPool | None = None
         self._info: Mapping[str, Any] | None = None
+        self._info_at = 0.0
 
     def pool(self) -> WorkerPool:
         """The query pool of this process (a forked server process gets its own)."""
@@ -92,7 +103,7 @@ class Runtime:
             if self._pool is None or self._pool.owner_pid != os.getpid():
                 c = self.config
                 self._pool = WorkerPool(
-                    c.store,
+                    c.backend_settings if c.is_remote else c.store,
                     size=c.query_workers,
                     max_waiting=c.queue_size,
                     wait_timeout=c.queue_timeout,
@@ -112,7 +123,17 @@ class Runtime:
             return self._writer
 
     def info(self, *, wait: float | None = None) -> Mapping[str, Any]:
-        """Named graphs and quad count, computed once per store generation."""
+        """Named graphs and quad count, computed once per store generation (for a remote
+        engine: at most every ``REMOTE_INFO_SECONDS``)."""
+        if self.config.is_remote:
+            with self._lock:
+                cached, fresh = self._info, time.monotonic() - self._info_at < REMOTE_INFO_SECONDS
+            if cached is not None and fresh:
+                return cached
+            outcome = self.pool().run(InfoJob(), timeout=self.config.timeout, wait=wait)
+            with self._lock:
+                self._info, self._info_at = outcome.info, time.monotonic()
+            return outcome.info
         generation = store_generation(self.config.store)
         if generation is None:
             raise StoreUnavailableError(f"{self.config.store}: no store here")
@@ -342,6 +363,11 @@ def query() -> BaseResponse:
 def require_write_access() -> None:
     """403 when writes are off; 401 without the right bearer token (compared in constant time)."""
     config = get_config()
+    if config.is_remote:
+        raise ForbiddenError(
+            "this endpoint is read-only: the data is held by a remote SPARQL engine, which "
+            "this endpoint never writes to; it is changed with `sasci-kg load --backend remote`"
+        )
     if not config.updates or not config.update_token:
         raise ForbiddenError(
             "this endpoint is read-only: updates and Graph Store writes are disabled"
@@ -440,6 +466,10 @@ def describe_service(endpoint: str, runtime: Runtime) -> list[ox.Triple]:
         )
     else:
         limits += " SERVICE and LOAD are refused."
+    if config.is_remote:
+        # Which engine, and how it is reached, is the operator's business: not said here.
+        limits += (" Queries are checked here, then answered by a remote SPARQL 1.1 engine "
+                   "over the graphs listed below.")
     add(service, RDFS.comment, ox.Literal(limits))
     add(service, SD.defaultDataset, dataset)
     add(dataset, RDF.type, SD.Dataset)
@@ -468,16 +498,25 @@ def describe_service(endpoint: str, runtime: Runtime) -> list[ox.Triple]:
 def healthz() -> Response:
     """Store reachable, its generation, quads (cached per generation), worker pool state."""
     runtime = get_runtime()
-    generation = store_generation(runtime.config.store)
-    if generation is None:
-        return problem(503, "store-unavailable", "Store unavailable",
-                       "the store directory is missing", state="unavailable")
-    body: dict[str, Any] = {"status": "ok", "generation": f"{generation[0]}-{generation[1]}"}
+    body: dict[str, Any] = {"status": "ok"}
+    if runtime.config.is_remote:
+        body["backend"] = "remote"
+    else:
+        generation = store_generation(runtime.config.store)
+        if generation is None:
+            return problem(503, "store-unavailable", "Store unavailable",
+                           "the store directory is missing", state="unavailable")
+        body["generation"] = f"{generation[0]}-{generation[1]}"
     try:
         info = runtime.info(wait=0.5)  # do not queue behind slow queries
         body.update(quads=info["quads"], graphs=len(info["graphs"]))
     except StoreUnavailableError as exc:
         return problem(503, "store-unavailable", "Store unavailable", str(exc),
+                       state="unavailable")
+    except RemoteError as exc:
+        # The server is up but cannot answer: unhealthy (the log has the engine's failure).
+        log.warning("health check: %s: %s", type(exc).__name__, exc)
+        return problem(503, "store-unavailable", "Store unavailable", remote_detail(exc),
                        state="unavailable")
     except (ExecutorBusyError, QueryTimeoutError, WorkerCrashedError):
         # Busy or slow: say so rather than queue behind the queries.
