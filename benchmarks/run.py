@@ -711,8 +711,10 @@ def _verdict(value: float, target: float, floor: float | None, higher_is_better:
 def report(ctx: Context) -> str:
     r = ctx.results
     meta = r["meta"]
+    commands = [m["command"] for m in r.get("runs", [meta])]
     lines = [f"# Benchmark results: {meta['size_label']} triples", "",
-             f"- command: `{meta['command']}`",
+             "- command" + ("s" if len(commands) > 1 else "") + ": "
+             + "; ".join(f"`{c}`" for c in commands),
              f"- date: {meta['date']}; machine: {meta['machine']}",
              f"- code: commit {meta.get('commit')}"
              + (f" plus uncommitted changes in src/: {', '.join(meta['uncommitted_src'])}"
@@ -932,6 +934,9 @@ def main(argv: list[str] | None = None) -> None:
         "commit": _git("rev-parse", "--short", "HEAD"),
         "uncommitted_src": _git("status", "--porcelain", "--", "src").splitlines(),
     }
+    # Several commands may add to one results.json (e.g. --no-describe after a full run):
+    # keep every command's meta.
+    ctx.results.setdefault("runs", []).append(ctx.results["meta"])
     if args.regenerate or not (work / "manifest.json").exists():
         _say(f"generating {size} triples of facts into {work}")
         started = time.perf_counter()
