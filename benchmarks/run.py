@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .generate import generate, parse_size
-from .mix import ACCEPT, MIX, MixQuery
+from .mix import ACCEPT, MIX
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -261,7 +261,8 @@ def phase_load(ctx: Context) -> None:
         "sasci_peak_rss_mib": _median([r["peak_rss_mib"] for r in ours if "peak_rss_mib" in r]),
         "oxigraph_load_s": cli_s, "oxigraph_load_optimize_s": cli_opt,
         "oxigraph_peak_rss_mib": _median([r["peak_rss_mib"] for r in cli]),
-        "ratio_vs_oxigraph_load": ours_s / cli_s, "ratio_vs_oxigraph_load_optimize": ours_s / cli_opt,
+        "ratio_vs_oxigraph_load": ours_s / cli_s,
+        "ratio_vs_oxigraph_load_optimize": ours_s / cli_opt,
         "store_bytes": sizes, "dataset_nq_bytes": ctx.nq.stat().st_size,
         "samples": {"sasci": ours, "oxigraph": cli},
     }
@@ -769,18 +770,22 @@ def report(ctx: Context) -> str:
              if described else
              "| **facts → compacted store, without describe_dataset (library: build_dataset, "
              "load_store)** | ") +
-            f"**{_fmt(b['sasci_load_s'], ' s')}** ({_fmt(b['sasci_load_triples_per_s'], ' triples/s', 0)}), "
+            f"**{_fmt(b['sasci_load_s'], ' s')}** "
+            f"({_fmt(b['sasci_load_triples_per_s'], ' triples/s', 0)}), "
             f"peak {_fmt(b['sasci_load_peak_rss_mib'], ' MiB', 0)} |",
             f"| anchor: pyoxigraph parse only | {_fmt(b['floor_parse_s'], ' s')} |",
             f"| anchor: pyoxigraph bulk_load | {_fmt(b['floor_bulk_load_s'], ' s')} |",
-            f"| anchor: pyoxigraph bulk_load + optimize | {_fmt(b['floor_bulk_load_optimize_s'], ' s')}"
+            "| anchor: pyoxigraph bulk_load + optimize | "
+            f"{_fmt(b['floor_bulk_load_optimize_s'], ' s')}"
             f" (peak {_fmt(b['floor_peak_rss_mib'], ' MiB', 0)}) |",
-            f"| ratio ÷ bulk_load / ÷ bulk_load + optimize | {_fmt(b['ratio_vs_bulk_load'], '×')} / "
+            "| ratio ÷ bulk_load / ÷ bulk_load + optimize | "
+            f"{_fmt(b['ratio_vs_bulk_load'], '×')} / "
             f"{_fmt(b['ratio_vs_bulk_load_optimize'], '×')} |",
             f"| SHACL (pySHACL, whole graph), separately | "
             f"{_fmt(b['shacl'].get('shacl_s'), ' s')} {b['shacl'].get('outcome', '')}"
             f"{b['shacl'].get('skipped', '')}"
-            f"{'timed out after ' + str(b['shacl'].get('timed_out_after_s')) + ' s' if b['shacl'].get('timed_out_after_s') else ''} |",
+            + (f"timed out after {b['shacl']['timed_out_after_s']:.0f} s"
+               if b["shacl"].get("timed_out_after_s") else "") + " |",
             ""]
     if "load" in r:
         lo = r["load"]
@@ -788,13 +793,15 @@ def report(ctx: Context) -> str:
             "## 2. Load (N-Quads → embedded store)", "",
             "| what | median |", "|---|---|",
             f"| `store.load_store` (staging, bulk_load, optimize, swap) | "
-            f"{_fmt(lo['sasci_load_store_s'], ' s')} (peak {_fmt(lo['sasci_peak_rss_mib'], ' MiB', 0)}) |",
+            f"{_fmt(lo['sasci_load_store_s'], ' s')} "
+            f"(peak {_fmt(lo['sasci_peak_rss_mib'], ' MiB', 0)}) |",
             f"| anchor: `oxigraph load` | {_fmt(lo['oxigraph_load_s'], ' s')} "
             f"(peak {_fmt(lo['oxigraph_peak_rss_mib'], ' MiB', 0)}) |",
-            f"| anchor: `oxigraph load` + `oxigraph optimize` | {_fmt(lo['oxigraph_load_optimize_s'], ' s')} |",
+            "| anchor: `oxigraph load` + `oxigraph optimize` | "
+            f"{_fmt(lo['oxigraph_load_optimize_s'], ' s')} |",
             f"| ratio ÷ load / ÷ load + optimize | {_fmt(lo['ratio_vs_oxigraph_load'], '×')} / "
             f"{_fmt(lo['ratio_vs_oxigraph_load_optimize'], '×')} |",
-            f"| store on disk (ours / oxigraph load / + optimize) | "
+            "| store on disk (ours / oxigraph load / + optimize) | "
             + " / ".join(f"{lo['store_bytes'].get(k, 0) / 2**20:.0f} MiB"
                          for k in ("sasci", "oxigraph_load", "oxigraph_load_optimize"))
             + f" (N-Quads {lo['dataset_nq_bytes'] / 2**20:.0f} MiB) |", ""]
@@ -828,7 +835,8 @@ def report(ctx: Context) -> str:
                   "| endpoint | requests/s (median) | p50 under load | ÷ oxigraph serve | errors |",
                   "|---|---|---|---|---|"]
         for n, t in qr["throughput"].items():
-            lines.append(f"| {n} | {_fmt(t['rps_median'], '', 1)} | {_fmt(t['p50_ms_median'], ' ms', 1)} "
+            lines.append(f"| {n} | {_fmt(t['rps_median'], '', 1)} | "
+                         f"{_fmt(t['p50_ms_median'], ' ms', 1)} "
                          f"| {_fmt(t['ratio_vs_oxigraph'], '×')} | {sum(t['errors'] or [])} |")
         lines += ["", "### Cached (the same query again)", "",
                   "| query | " + " | ".join(f"{n} repeat / 304" for n in qr["cached"][MIX[0].name])
