@@ -966,3 +966,29 @@ def test_serve_settings_are_named_as_the_cli_options(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(options, environ={})
+
+
+def test_serve_command_fronts_the_engine_without_building(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake: object) -> None:
+    from test_remote_quirks import Reply, solutions
+
+    import sasci_kg.web.server as server_module
+
+    started: list[object] = []
+    monkeypatch.setattr(server_module, "run_server", started.append)
+    fake.reply = lambda _: Reply(body=solutions(["g"], []))  # type: ignore[attr-defined]
+    store = tmp_path / "store"
+    result = CliRunner().invoke(main, [
+        "serve", "--query-url", fake.url + "/sparql", "--remote-timeout", "2",  # type: ignore[attr-defined]
+        "--store", str(store), "--port", "9"], env={"SASCI_KG_CONFIG": ""},
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "holds none of our graphs" in result.output
+    assert "sasci-kg load --backend remote" in result.output
+    assert "Serving remote SPARQL engine at http://127.0.0.1:" in result.output
+    assert not store.exists()  # nothing built or loaded locally
+    (config,) = started
+    assert config.is_remote and config.remote_timeout == 2  # type: ignore[attr-defined]
+    bad = CliRunner().invoke(main, ["serve", "--backend", "remote"], env={
+        "SASCI_KG_QUERY_URL": "", "SASCI_KG_CONFIG": ""})
+    assert bad.exit_code == 1 and "--query-url" in bad.output

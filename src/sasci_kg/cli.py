@@ -112,18 +112,14 @@ _BACKEND_PARAMS = ("store_path", "backend", "query_url", "update_url", "gsp_url"
                    "graph_namespaces")
 
 
-def store_option(func: F) -> F:
-    """Where the graph is: the embedded store (--store) or a remote SPARQL engine.
+STORE_HELP = "Oxigraph store directory [default: .sasci-kg/store; env SASCI_KG_STORE]."
 
-    The command receives one ``backend_settings`` (:class:`BackendSettings`). Passwords and
-    tokens are read from SASCI_KG_PASSWORD / SASCI_KG_TOKEN or a file, never from an option
-    (a command line is visible to every user of the machine).
-    """
-    options = [
+
+def _backend_options(store_help: str = STORE_HELP) -> list[Callable[[F], F]]:
+    """The options that say where the graph is (their values: ``_BACKEND_PARAMS``)."""
+    return [
         click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
-                     envvar="SASCI_KG_STORE",
-                     help="Oxigraph store directory [default: .sasci-kg/store; env "
-                          "SASCI_KG_STORE]."),
+                     envvar="SASCI_KG_STORE", help=store_help),
         click.option("--backend", type=click.Choice(BACKEND_KINDS), default=None,
                      envvar="SASCI_KG_BACKEND",
                      help="embedded (the Oxigraph store, default) or remote (a SPARQL 1.1 "
@@ -166,6 +162,15 @@ def store_option(func: F) -> F:
                           "SASCI_KG_GRAPH_NAMESPACES]."),
     ]
 
+
+def store_option(func: F) -> F:
+    """Where the graph is: the embedded store (--store) or a remote SPARQL engine.
+
+    The command receives one ``backend_settings`` (:class:`BackendSettings`). Passwords and
+    tokens are read from SASCI_KG_PASSWORD / SASCI_KG_TOKEN or a file, never from an option
+    (a command line is visible to every user of the machine).
+    """
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name, None) for name in _BACKEND_PARAMS}
@@ -185,9 +190,21 @@ def store_option(func: F) -> F:
         return func(*args, **kwargs)
 
     decorated: Any = wrapper
-    for option in reversed(options):
+    for option in reversed(_backend_options()):
         decorated = option(decorated)
     return decorated  # type: ignore[no-any-return]
+
+
+def backend_options(store_help: str) -> Callable[[F], F]:
+    """The options of :func:`store_option`, passed to the command as they are (``serve``
+    gives them to its configuration, which reads the same names from a file too)."""
+
+    def decorate(func: F) -> F:
+        for option in reversed(_backend_options(store_help)):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 def _print_notices(notices: list[str]) -> None:
@@ -554,6 +571,22 @@ def network(backend_settings: BackendSettings, format_name: str, output: Path | 
     _emit(write_network(drawn, format_name), output, binary=format_name == "png")
 
 
+def _check_remote_graphs(settings: BackendSettings) -> None:
+    """`serve` in front of a remote engine: say so when it holds none of our graphs (or
+    cannot be reached now); the server starts anyway and serves what the engine holds."""
+    from .backends import open_remote
+
+    try:
+        graphs = open_remote(settings).graphs()
+    except SasciKgError as exc:
+        _say(f"Note: {exc}. Serving anyway: queries answer 502/504 until the engine is up.")
+        return
+    if not graphs:
+        namespaces = ", ".join(settings.graph_namespaces)
+        _say(f"Note: the engine holds none of our graphs (under {namespaces}); load them with "
+             "`sasci-kg load --backend remote …` (same options). Serving what it holds.")
+
+
 def _build_and_load_if_missing(store: Path, data_dir: Path, ontology_dir: Path,
                                sources_dir: Path | None) -> None:
     """`serve` on a machine with no store yet: build from data/ and load it first."""
@@ -570,9 +603,8 @@ def _build_and_load_if_missing(store: Path, data_dir: Path, ontology_dir: Path,
 
 @main.command()
 @data_options
-@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
-              help="Oxigraph store directory to serve [default: .sasci-kg/store; env "
-                   "SASCI_KG_STORE]. Built from --data first when it does not exist.")
+@backend_options("Oxigraph store directory to serve [default: .sasci-kg/store; env "
+                 "SASCI_KG_STORE]. Built from --data first when it does not exist.")
 @click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1; env "
                                             "SASCI_KG_HOST].")
 @click.option("--port", type=int, default=None, help="TCP port [default: 7878; env "
@@ -606,12 +638,15 @@ def _build_and_load_if_missing(store: Path, data_dir: Path, ontology_dir: Path,
               default=None, help="Logging level [default: info].")
 @_fail_on_library_errors
 def serve(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, store_path: Path | None,
-          config_file: Path | None, service_allow: tuple[str, ...], **settings: Any) -> None:
+          config_file: Path | None, service_allow: tuple[str, ...],
+          graph_namespaces: tuple[str, ...], **settings: Any) -> None:
     """Serve the graph: SPARQL 1.1 endpoint, query page, linked-data pages, downloads.
 
-    Builds and loads the graph first when the store does not exist yet. Every setting can
-    also come from SASCI_KG_<NAME> (e.g. SASCI_KG_PORT) or the --config file; options win.
-    The server runs until Ctrl-C or SIGTERM.
+    Builds and loads the graph first when the store does not exist yet. In front of a remote
+    SPARQL engine (--query-url) it builds nothing: it serves what the engine holds, read-only,
+    with the same checks and limits (load it with `sasci-kg load --backend remote`). Every
+    setting can also come from SASCI_KG_<NAME> (e.g. SASCI_KG_PORT) or the --config file;
+    options win. The server runs until Ctrl-C or SIGTERM.
     """
     from .web.config import load_config
     from .web.server import run_server
@@ -621,7 +656,14 @@ def serve(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, store_pa
         options["store"] = store_path
     if service_allow:
         options["service_allow"] = service_allow
+    if graph_namespaces:
+        options["graph_namespaces"] = graph_namespaces
     config = load_config(options, config_file=config_file)
-    _build_and_load_if_missing(config.store, data_dir, ontology_dir, sources_dir)
-    _say(f"Serving {config.store} on http://{config.host}:{config.port}/ (Ctrl-C to stop)")
+    if config.is_remote:
+        _check_remote_graphs(config.backend_settings)
+        where = config.backend_settings.describe()
+    else:
+        _build_and_load_if_missing(config.store, data_dir, ontology_dir, sources_dir)
+        where = str(config.store)
+    _say(f"Serving {where} on http://{config.host}:{config.port}/ (Ctrl-C to stop)")
     run_server(config)
