@@ -336,7 +336,7 @@ def test_validate_command_never_shows_a_traceback(edit: tuple[str, bytes]) -> No
 def test_atheris_fuzzes_the_reader(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     runs = size(200, 50_000)
-    seconds = size(6, 600)
+    seconds = size(6, 300)
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "reliability_atheris.py"),
