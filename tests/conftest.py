@@ -253,7 +253,7 @@ def _wait_until_up(server: LiveServer) -> None:
         try:
             if requests.get(server.url + "/healthz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a slow first answer
             pass
         time.sleep(0.1)
     raise AssertionError("the server did not come up in 30 s:\n" + server.log())
