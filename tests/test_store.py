@@ -16,6 +16,7 @@ from sasci_kg.store import (
     _WriteLock,
     load_store,
     open_store,
+    replace_store,
     store_generation,
 )
 
@@ -76,6 +77,32 @@ def test_failed_load_keeps_previous_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"bad.nq: not valid N-Quads \(Parser error at line 1.*previous store is still"):
         load_store(path, [trig("second"), bad])
     assert names(open_store(path)) == ["b", "first"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store.lock", "store"]
+
+
+def test_replace_store_swaps_in_what_build_made_or_keeps_the_old(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    load_store(path, [trig("first")])
+    seen: list[Path] = []
+
+    def build(staging: Path) -> None:
+        seen.append(staging)
+        store = ox.Store(str(staging))
+        store.load(f'<http://ex.org/a> <https://schema.org/name> "built" <{G1}> .\n'.encode(),
+                   format=ox.RdfFormat.N_QUADS)
+        store.flush()
+
+    replace_store(path, build)
+    assert names(open_store(path)) == ["built"]
+    assert seen[0].parent == tmp_path and seen[0] != path  # built beside, not in place
+
+    def failing(staging: Path) -> None:
+        build(staging)
+        raise StoreError("the build gave up")
+
+    with pytest.raises(StoreError, match="gave up"):
+        replace_store(path, failing)
+    assert names(open_store(path)) == ["built"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".store.lock", "store"]
 
 
