@@ -221,7 +221,7 @@ def test_random_kills_during_loads_never_expose_a_half_graph(tmp_path: Path) -> 
         try:
             for k in range(rounds):
                 loader = start_load(store, inputs[k % 2])
-                time.sleep(rng.uniform(0.0, 2.5))
+                time.sleep(rng.uniform(0.0, 1.5))
                 if loader.poll() is None:
                     loader.send_signal(signal.SIGKILL)
                     kills += 1
