@@ -9,8 +9,8 @@
 #
 # Needs Debian's wrk for the load test (a threads client stands in without it) and installs
 # atheris into the venv for the coverage-guided facts fuzzer. The figures are appended as JSON
-# lines to $SASCI_KG_RELIABILITY_REPORT (default: reliability-report.jsonl); RELIABILITY.md
-# quotes them.
+# lines to $SASCI_KG_RELIABILITY_REPORT (default: .sasci-kg/reliability-report.jsonl, which git
+# ignores); RELIABILITY.md quotes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +26,8 @@ if ! "$python" -c "import atheris" 2>/dev/null; then
 fi
 
 export SASCI_KG_LONG="${SASCI_KG_LONG:-1}"
-export SASCI_KG_RELIABILITY_REPORT="${SASCI_KG_RELIABILITY_REPORT:-$PWD/reliability-report.jsonl}"
+export SASCI_KG_RELIABILITY_REPORT="${SASCI_KG_RELIABILITY_REPORT:-$PWD/.sasci-kg/reliability-report.jsonl}"
+mkdir -p "$(dirname "$SASCI_KG_RELIABILITY_REPORT")"
 : > "$SASCI_KG_RELIABILITY_REPORT"
 
 status=0
