@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +29,15 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from ..errors import NotFoundError
-from ..executor import StoreUnavailableError
 from ..network import MEDIA_TYPES, Network, write_network
 from ..search import SearchIndex, build_search_index
-from ..store import Backend, OxigraphBackend, open_store, store_generation
+from ..store import Backend
 from ..trace import DEFAULT_HOPS, MAX_HOPS, NETWORK_KINDS, Tracer
 from ..trace_entities import short_ref
 from ..trace_links import LINK_KINDS, SPARQL_PREFIXES
 from ..vocab import BASE
 from .problems import BadRequestError
+from .resources import current_generation
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'{styles}; img-sr
 class Graph:
     """One store generation: its backend, tracer, search index and cached answers."""
 
-    key: tuple[int, int]
-    backend: OxigraphBackend
+    key: Hashable
+    backend: Backend
     tracer: Tracer
     index_path: Path
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,32 +90,27 @@ class Graph:
 
 
 class GraphSite:
-    """The read-only store, reopened (with a new tracer and a new search index) when its
-    generation changes. Search indexes live in a private temporary folder of this process,
-    one file per generation, removed when the next generation replaces it."""
+    """A tracer and a search index per generation of the graph the app serves (the
+    embedded store, or a remote engine: ``resources.current_generation`` tells which
+    generation is current). Search indexes live in a private temporary folder of this
+    process, one file per generation, removed when the next generation replaces it."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._current: Graph | None = None
         self._folder = Path(tempfile.mkdtemp(prefix="sasci-kg-search-"))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._folder, True)
 
     def current(self) -> Graph:
-        key = store_generation(self.path)
-        if key is None:
-            raise StoreUnavailableError(f"{self.path}: no store here (is a load replacing it?)")
+        generation = current_generation()
         with self._lock:
             current = self._current
-            if current is not None and current.key == key:
+            if current is not None and current.key == generation.key:
                 return current
-            for _ in range(3):
-                backend = open_store(self.path)
-                if store_generation(self.path) == key:
-                    break
-                key = store_generation(self.path) or key
-            index_path = self._folder / f"search-{key[0]}-{key[1]}.sqlite"
-            self._current = Graph(key, backend, Tracer(backend), index_path)
+            digest = hashlib.sha256(repr(generation.key).encode()).hexdigest()[:16]
+            index_path = self._folder / f"search-{digest}.sqlite"
+            backend = generation.backend
+            self._current = Graph(generation.key, backend, Tracer(backend), index_path)
             if current is not None and current.index_path != index_path:
                 current.index_path.unlink(missing_ok=True)  # open readers keep their file
             return self._current
@@ -128,7 +123,7 @@ def current_graph() -> Graph:
     """The current generation for this app (the site is made on first use)."""
     site: GraphSite | None = current_app.extensions.get("sasci_kg_graph")
     if site is None:
-        site = GraphSite(Path(current_app.config["SASCI_KG"].store))
+        site = GraphSite()
         current_app.extensions["sasci_kg_graph"] = site
     return site.current()
 

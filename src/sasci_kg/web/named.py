@@ -28,6 +28,7 @@ import pyoxigraph as ox
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
+from ..backends import BackendSettings, open_backend
 from ..errors import NotFoundError, QueryError, SasciKgError, StoreError
 from ..executor import (
     ExecutorBusyError,
@@ -38,7 +39,6 @@ from ..executor import (
     results_format,
 )
 from ..queries import NamedQuery, bind_parameters, get_query, list_queries, run_named_query
-from ..store import open_store
 from ..trace_entities import as_iri
 from .funders import current_graph, local_url, render_page, root
 from .negotiation import RESULT_FORMATS, Format, choose_format, content_disposition
@@ -103,7 +103,8 @@ def results_json(result: Any, max_rows: int, max_bytes: int) -> bytes:
                       ensure_ascii=False).encode()
 
 
-def _child_main(conn: Connection, store: str, query: NamedQuery, values: dict[str, str],
+def _child_main(conn: Connection, settings: BackendSettings, query: NamedQuery,
+                values: dict[str, str],
                 max_rows: int, max_bytes: int, memory_mb: int) -> None:
     """The child: open the store read-only, run, send ("ok", body) or an error."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -115,7 +116,7 @@ def _child_main(conn: Connection, store: str, query: NamedQuery, values: dict[st
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        backend = open_store(store)
+        backend = open_backend(settings)
         conn.send(("ready",))  # the time limit counts from here: the query, not the start
         result = run_named_query(backend, query, values)
         reply: tuple[Any, ...] = ("ok", results_json(result, max_rows, max_bytes))
@@ -152,7 +153,7 @@ def run_isolated(query: NamedQuery, values: dict[str, str], *, timeout: float) -
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=_child_main, name="sasci-kg-named-query", daemon=True,
-            args=(sender, str(config.store), query, values, config.max_rows,
+            args=(sender, config.backend_settings, query, values, config.max_rows,
                   config.max_result_bytes, config.worker_memory_mb))
         process.start()
         sender.close()

@@ -184,6 +184,12 @@ def _site() -> _Site | _RemoteSite:
     return site
 
 
+def current_generation() -> _Generation:
+    """The graph the app serves now (embedded store or remote engine), with its key: other
+    blueprints build their own per-generation caches on it instead of opening the store."""
+    return _site().current()
+
+
 def register(app: Flask) -> None:
     """Add the linked-data routes to ``app``."""
     app.register_blueprint(bp)
