@@ -390,6 +390,9 @@ def test_service_description_from_the_configuration(client: FlaskClient) -> None
                 for p in graph.objects(d, SH.prefix) for n in graph.objects(d, SH.namespace)}
     assert declared == PREFIXES
     assert "SERVICE and LOAD are refused" in str(graph.value(service, rdflib.RDFS.comment))
+    dataset = graph.value(service, SD.defaultDataset)
+    assert (dataset, rdflib.RDFS.seeAlso,
+            rdflib.URIRef("http://localhost/.well-known/void")) in graph
 
 
 @pytest.mark.parametrize("accept", ["application/ld+json", "application/n-triples",

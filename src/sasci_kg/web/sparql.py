@@ -473,6 +473,8 @@ def describe_service(endpoint: str, runtime: Runtime) -> list[ox.Triple]:
     add(service, RDFS.comment, ox.Literal(limits))
     add(service, SD.defaultDataset, dataset)
     add(dataset, RDF.type, SD.Dataset)
+    # the dataset's own description (VoID/DCAT: figures, licence, downloads, provenance)
+    add(dataset, RDFS.seeAlso, node(endpoint.rsplit("/", 1)[0] + "/.well-known/void"))
     add(dataset, SD.defaultGraph, default_graph)
     add(default_graph, RDF.type, SD.Graph)
     add(default_graph, RDFS.comment, ox.Literal("The union of all the named graphs."))
