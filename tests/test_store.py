@@ -74,7 +74,8 @@ def test_failed_load_keeps_previous_store(tmp_path: Path) -> None:
     load_store(path, [trig("first")])
     bad = LoadInput(format=ox.RdfFormat.N_QUADS, data=b"<http://a> <http://b> broken .\n",
                     label="bad.nq")
-    with pytest.raises(StoreError, match=r"bad.nq: not valid N-Quads \(Parser error at line 1.*previous store is still"):
+    expected = r"bad.nq: not valid N-Quads \(Parser error at line 1.*previous store is still"
+    with pytest.raises(StoreError, match=expected):
         load_store(path, [trig("second"), bad])
     assert names(open_store(path)) == ["b", "first"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".store.lock", "store"]

@@ -26,7 +26,7 @@ from .evidence import SourceText
 try:  # the C loader is several times faster on large fact sets
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader
 
 SLUG = r"[a-z0-9]+(?:-[a-z0-9]+)*"
 ID_PATTERN = re.compile(rf"^(?P<type>[a-z]+)/(?P<slug>{SLUG}(?:\.{SLUG})*)$")
@@ -421,8 +421,10 @@ def read_yaml(path: Path, display: str) -> tuple[Any, list[Problem]]:
     except yaml.reader.ReaderError as exc:
         # A character YAML does not allow (NUL, most control characters): name its line.
         # (libyaml counts the position in UTF-8 bytes, PyYAML's own reader in characters).
-        before: str | bytes = text.encode("utf-8") if _Loader is not yaml.SafeLoader else text
-        line = before.count("\n" if isinstance(before, str) else b"\n", 0, exc.position) + 1
+        if _Loader is yaml.SafeLoader:
+            line = text.count("\n", 0, exc.position) + 1
+        else:
+            line = text.encode("utf-8").count(b"\n", 0, exc.position) + 1
         code = exc.character if isinstance(exc.character, int) else ord(exc.character or "?")
         return None, [Problem(display, line, f"YAML error: the character U+{code:04X} is not "
                               "allowed in YAML text; remove it")]
@@ -811,11 +813,12 @@ def _check_ids_and_refs(sources: list[SourceDoc], checker: _Checker) -> None:
                 if field_spec is None or field_spec.kind not in ("ref", "refs"):
                     continue
                 for ref in [value] if isinstance(value, str) else value:
-                    if isinstance(seen.get(ref), Record) and seen[ref].section == "retired":
-                        replacement = seen[ref].get("replaced_by")
+                    target = seen.get(ref)
+                    if isinstance(target, Record) and target.section == "retired":
+                        replacement = target.get("replaced_by")
                         checker.add(record.path, record.lines.get(name, record.line),
                                     f"{record.id} field '{name}': '{ref}' is retired ("
-                                    f"{seen[ref].path}:{seen[ref].line}); refer to "
+                                    f"{target.path}:{target.line}); refer to "
                                     f"{repr(replacement) if replacement else 'a live id'} instead")
                     elif ref not in seen:
                         checker.add(record.path, record.lines.get(name, record.line),

@@ -69,4 +69,6 @@ def render_result(result: QueryResult, format_name: str) -> bytes:
     if format_name not in RESULT_FORMATS:
         raise ExportError(f"a SELECT/ASK result cannot be written as '{format_name}'; use one "
                           f"of: {', '.join(TABLE_FORMATS)}")
-    return bytes(result.serialize(format=RESULT_FORMATS[format_name]))
+    data = result.serialize(format=RESULT_FORMATS[format_name])
+    assert data is not None  # no output given: serialize returns the bytes
+    return data

@@ -40,5 +40,7 @@ def store_stats(backend: Backend) -> StoreStats:
         "GROUP BY ?class ORDER BY DESC(?n) ?class", "class")
     total = backend.query("SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }")
     assert isinstance(total, ox.QuerySolutions)
-    triples = int(next(iter(total))["n"].value)  # type: ignore[union-attr]
+    count = next(iter(total))["n"]
+    assert isinstance(count, ox.Literal)
+    triples = int(count.value)
     return StoreStats(triples=triples, graphs=graphs, classes=classes)

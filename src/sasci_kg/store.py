@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, Union
+from typing import IO, Any, Protocol
 
 import pyoxigraph as ox
 
 from .errors import QueryError, StoreError, StoreLockedError
 from .vocab import PREFIXES
 
-QueryResult = Union[ox.QuerySolutions, ox.QueryBoolean, ox.QueryTriples]
+QueryResult = ox.QuerySolutions | ox.QueryBoolean | ox.QueryTriples
 
 DEFAULT_STORE = Path(".sasci-kg") / "store"
 
@@ -133,8 +133,8 @@ class OxigraphBackend:
 
 def names_own_dataset(sparql: str) -> bool:
     """Whether a query has FROM / FROM NAMED clauses, which must win over the union default."""
-    from .guard import tokenize
     from .errors import QueryError as _QueryError
+    from .guard import tokenize
 
     try:
         return any(token.keyword == "FROM" for token in tokenize(sparql))
