@@ -35,7 +35,7 @@ from conftest import (
     make_store,
     run_live_server,
 )
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from project import DATA, ONTOLOGY, ROOT
 from reliability_engine import GOOD_RESULT, BadEngine, Misbehaviour
@@ -49,6 +49,7 @@ from reliability_support import (
 )
 
 from sasci_kg.errors import (
+    QueryError,
     RemoteError,
     RemoteTimeoutError,
     RemoteUnavailableError,
@@ -567,6 +568,7 @@ def engine() -> Iterator[BadEngine]:
 
 @fuzz_settings(ci=30, long=600)
 @given(how=misbehaviours)
+@example(how=Misbehaviour(kind="status", status=400))
 def test_a_misbehaving_remote_engine_is_a_clear_502_or_504_in_time(engine: BadEngine,
                                                                    how: Misbehaviour) -> None:
     engine.misbehaviour = how
@@ -581,6 +583,10 @@ def test_a_misbehaving_remote_engine_is_a_clear_502_or_504_in_time(engine: BadEn
         if how.kind in ("slow", "silent", "drip"):
             assert isinstance(exc, RemoteTimeoutError), (how, exc)
         assert str(exc).strip() and "Traceback" not in str(exc)
+    except QueryError as exc:
+        # The engine refused the query itself (400): the client's to fix, so a 400 here too.
+        elapsed = time.monotonic() - started
+        assert how.kind == "status" and how.status == 400, (how, exc)
     except Exception as exc:  # anything else is a bug: it would be a 500
         raise AssertionError(f"{how}: {type(exc).__name__}: {exc}") from exc
     else:
