@@ -14,6 +14,7 @@ CI runs fixed, derandomised case counts; ``SASCI_KG_LONG=1`` runs many more, ran
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -86,7 +87,9 @@ def check_reader(data: Path) -> FactsError | None:
         assert problem.line >= 1, problem
         path = Path(problem.path)
         if path.is_file():
-            lines = path.read_bytes().count(b"\n") + 1
+            # YAML counts \r, NEL, LS and PS as line breaks too (YAML 1.1 §5.4).
+            text = path.read_bytes().decode("utf-8", "replace")
+            lines = len(re.split("\r\n|[\n\r\x85\u2028\u2029]", text))
             assert problem.line <= lines + 1, (problem, lines)
         else:
             assert path == data or path.parent == data or data in path.parents, problem
@@ -290,6 +293,10 @@ HOSTILE: dict[str, tuple[bytes, str | None]] = {
     "only a BOM": (b"\xef\xbb\xbf", "empty"),
     "many documents": (b"people: []\n---\npeople: []\n", "document"),
     "a tab indent": (b"people:\n\t- id: person/x\n", "syntax"),
+    # A claim whose text is refused must not then be looked up in the source (TypeError).
+    "a claim whose text is a list": (
+        b"claims:\n  - id: fact/fuzz-claim\n    speaker: person/juliette-malley\n"
+        b"    text: [not, a, text]\n    evidence: Juliette Malley\n", "non-empty text"),
 }
 
 
