@@ -714,6 +714,7 @@ def report(ctx: Context) -> str:
     r = ctx.results
     meta = r["meta"]
     commands = [m["command"] for m in r.get("runs", [meta])]
+    built = r.get("build") or r.get("build_no_describe") or {}
     lines = [f"# Benchmark results: {meta['size_label']} triples", "",
              "- command" + ("s" if len(commands) > 1 else "") + ": "
              + "; ".join(f"`{c}`" for c in commands),
@@ -723,8 +724,8 @@ def report(ctx: Context) -> str:
                 if meta.get("uncommitted_src") else " (src/ clean)"),
              f"- load average at start / end: {meta['load_start']} / {meta.get('load_end', '?')}",
              f"- data: {meta.get('records', '?')} records in {meta.get('sources', '?')} source "
-             f"folders, {r.get('build', {}).get('quads', '?')} quads; evidence "
-             f"{'checked' if r.get('build', {}).get('notices') == 0 else 'see notices'}",
+             f"folders, {built.get('quads', '?')} quads; evidence "
+             f"{'checked' if built.get('notices') == 0 else 'see notices'}",
              ""]
     rows = []
     if "build" in r:
