@@ -12,7 +12,8 @@ run into the time limit. The properties:
 - memory stays flat: the HTTP worker's RSS after the run is within a few MB of before (after
   a warm-up), and the query workers are back to their number, idle, their CPU freed.
 
-CI: 10 s of load; ``SASCI_KG_LONG=1``: 120 s with more connections. Figures are printed as
+CI: 10 s of load; ``SASCI_KG_LONG=1``: 4 rounds of 30 s with 4 times the connections, the
+HTTP worker's memory measured after each. Figures are printed as
 ``RELIABILITY`` lines and collected into RELIABILITY.md by ``scripts/reliability.sh``.
 """
 
@@ -33,10 +34,13 @@ from reliability_support import real_store, record, rss_kib, size, tree
 pytestmark = pytest.mark.reliability
 
 SECONDS = size(10, 120)
+ROUNDS = size(1, 4)  # the long run measures memory after each of 4 rounds of 30 s
 FAST_CONNECTIONS = size(8, 32)
 SLOW_CONNECTIONS = size(1, 2)
 QUERY_WORKERS = size(3, 4)
 SLOW_LIMIT = 1.0  # the slow queries' time limit (the timeout parameter), seconds
+P50_BOUND = size(100, 300)  # milliseconds
+P99_BOUND = size(1000, 2000)
 
 PERSON = "https://w3id.org/sasci-kg/id/person/juliette-malley"
 ENDLESS = "SELECT (COUNT(*) AS ?n) WHERE { " + " ".join(
@@ -113,7 +117,10 @@ def test_fast_lookups_stay_fast_while_slow_queries_are_stopped(server: LiveServe
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    fast, slow = run_mixes(server, SECONDS)
+    rounds: list[tuple[LoadResult, LoadResult, int]] = []
+    for _ in range(ROUNDS):
+        fast, slow = run_mixes(server, SECONDS / ROUNDS)
+        rounds.append((fast, slow, rss_kib(worker)))
     stop.set()
     sampler.join()
     time.sleep(1.5)  # the last killed worker's replacement starts
@@ -123,26 +130,20 @@ def test_fast_lookups_stay_fast_while_slow_queries_are_stopped(server: LiveServe
     time.sleep(1.0)
     idle_ticks = cpu_ticks(server.workers()) - ticks
 
-    record("load", seconds=SECONDS, fast=fast.figures(), slow=slow.figures(),
+    fast, slow, _ = rounds[0]
+    record("load", seconds=SECONDS / ROUNDS, fast=fast.figures(), slow=slow.figures(),
+           later_rounds=[{"fast": f.figures(), "slow": sl.figures(), "http_worker_rss_kib": rss}
+                   for f, sl, rss in rounds[1:]],
            query_workers=QUERY_WORKERS, slow_limit_s=SLOW_LIMIT,
            http_worker_rss_kib={"before": rss_before, "after": rss_after,
                                 "min": min(samples, default=rss_before),
-                                "max": max(samples, default=rss_before)},
+                                "max": max(samples, default=rss_before),
+                                "after_each_round": [rss for _, _, rss in rounds]},
            server_tree_rss_kib={"before": tree_before, "after": tree_after},
            workers_after=health["workers"], idle_cpu_ticks=idle_ticks)
 
-    # No error but the intended limits; no socket errors.
-    assert set(fast.statuses) == {200}, fast.statuses
-    assert set(slow.statuses) <= {504}, slow.statuses
-    assert not any(fast.socket_errors.values()), fast.socket_errors
-    assert not any(slow.socket_errors.values()), slow.socket_errors
-    # Fast stays fast; slow is stopped at its limit (each answer ~1 s, none hung).
-    assert fast.requests >= 50 * SECONDS, fast.figures()
-    assert fast.p50_ms < 100, fast.figures()
-    assert fast.p99_ms < 1000, fast.figures()
-    assert slow.requests >= SECONDS * SLOW_CONNECTIONS / 3, slow.figures()
-    assert slow.p50_ms >= SLOW_LIMIT * 1000 * 0.9, slow.figures()
-    assert slow.max_ms < (SLOW_LIMIT + 3) * 1000, slow.figures()
+    for fast, slow, _ in rounds:
+        check_round(fast, slow, SECONDS / ROUNDS)
     # Memory flat: the HTTP worker holds no per-request state.
     assert rss_after - rss_before < 20 * 1024, (rss_before, rss_after, samples)
     # The pool is whole again, and nothing is still burning CPU.
@@ -150,3 +151,18 @@ def test_fast_lookups_stay_fast_while_slow_queries_are_stopped(server: LiveServe
     assert idle_ticks < 20, idle_ticks
     assert "Traceback" not in server.log(), server.log()[-3000:]
 
+
+def check_round(fast: LoadResult, slow: LoadResult, seconds: float) -> None:
+    # No error but the intended limits; no socket errors.
+    assert set(fast.statuses) == {200}, fast.statuses
+    assert set(slow.statuses) <= {504}, slow.statuses
+    assert not any(fast.socket_errors.values()), fast.socket_errors
+    assert not any(slow.socket_errors.values()), slow.socket_errors
+    # Fast stays fast (the bounds allow for a shared CI machine; the long run uses 4 times
+    # the connections); slow is stopped at its limit (each answer ~1 s, none hung).
+    assert fast.requests >= 50 * seconds, fast.figures()
+    assert fast.p50_ms < P50_BOUND, fast.figures()
+    assert fast.p99_ms < P99_BOUND, fast.figures()
+    assert slow.requests >= seconds * SLOW_CONNECTIONS / 3, slow.figures()
+    assert slow.p50_ms >= SLOW_LIMIT * 1000 * 0.9, slow.figures()
+    assert slow.max_ms < (SLOW_LIMIT + 3) * 1000, slow.figures()
