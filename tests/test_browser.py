@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,16 +13,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyoxigraph as ox
 import pytest
-from werkzeug.serving import make_server
+from browser_support import CHROMIUM, chromium, serve_in_thread
 
 from sasci_kg.store import LoadInput, load_store
 from sasci_kg.vocab import BASE
-from sasci_kg.web import close_app, create_app, load_config
+from sasci_kg.web import create_app, load_config
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 if CHROMIUM is None:
     pytest.skip(
@@ -84,16 +81,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # environ={}: the machine's SASCI_KG_* settings must not leak into the test.
     app = create_app(load_config({"store": store_path, "query_workers": 2}, environ={}))
     app.config["SASCI_KG_QUERIES_DIR"] = queries_dir
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        close_app(app)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,37 +91,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not Path(CHROMEDRIVER).exists():
-        pytest.fail("chromium is here but chromedriver is not: apt-get install chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1100",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    # Selenium must never fetch a driver or a browser (selenium-manager): the system ones.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SE_OFFLINE", "true")
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), window="1280,1100") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 15) -> Any:

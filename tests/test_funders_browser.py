@@ -6,22 +6,17 @@ search, pan and zoom, and no content-security-policy violation anywhere."""
 from __future__ import annotations
 
 import json
-import shutil
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import CHROMIUM, chromium, serve_in_thread
 from project import QUERIES, load_real_store
-from werkzeug.serving import make_server
 
-from sasci_kg.web import close_app, create_app, load_config
+from sasci_kg.web import create_app, load_config
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SHAPE = "session/sasci-final-2024.shape-or-be-shaped"
 
 if CHROMIUM is None:
@@ -40,43 +35,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = load_real_store(tmp_path_factory.mktemp("funders-browser") / "store")
     app = create_app(load_config({"store": store, "query_workers": 2}, environ={}))
     app.config["SASCI_KG_QUERIES_DIR"] = QUERIES
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        close_app(app)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not Path(CHROMEDRIVER).exists():
-        pytest.fail("chromium is here but chromedriver is not: apt-get install chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 "--window-size=1280,1100", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # Selenium must never fetch a driver or a browser (selenium-manager): the system ones.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SE_OFFLINE", "true")
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), window="1280,1100") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 15) -> Any:
