@@ -60,3 +60,22 @@ def chromium(profile: Path, *, window: str = "1280,1100") -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def wait_for(driver: Any, condition: Any, timeout: float = 15) -> Any:
+    """Wait until ``condition(driver)`` is truthy (selenium's WebDriverWait)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def find(driver: Any, css: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def find_all(driver: Any, css: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return list(driver.find_elements(By.CSS_SELECTOR, css))

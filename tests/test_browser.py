@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyoxigraph as ox
 import pytest
-from browser_support import CHROMIUM, chromium, serve_in_thread
+from browser_support import CHROMIUM, chromium, find, find_all, serve_in_thread, wait_for
 
 from sasci_kg.store import LoadInput, load_store
 from sasci_kg.vocab import BASE
@@ -95,22 +95,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield driver
 
 
-def wait_for(driver: Any, condition: Any, timeout: float = 15) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
-
-
-def find(driver: Any, css: str) -> Any:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, css)
-
-
-def find_all(driver: Any, css: str) -> list[Any]:
-    from selenium.webdriver.common.by import By
-
-    return list(driver.find_elements(By.CSS_SELECTOR, css))
 
 
 def result_rows(driver: Any, count: int) -> list[Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import CHROMIUM, chromium, serve_in_thread
+from browser_support import CHROMIUM, chromium, find, find_all, serve_in_thread
 from project import load_real_store
 
 from sasci_kg.vocab import BASE
@@ -42,16 +42,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield driver
 
 
-def find(driver: Any, css: str) -> Any:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, css)
-
-
-def find_all(driver: Any, css: str) -> list[Any]:
-    from selenium.webdriver.common.by import By
-
-    return list(driver.find_elements(By.CSS_SELECTOR, css))
 
 
 def table_text(driver: Any, key: str) -> list[list[str]]:

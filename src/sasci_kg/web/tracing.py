@@ -9,7 +9,6 @@ problem+json listing the suggestions (the pages show them as links to pick from)
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -40,7 +39,7 @@ from .funders import (
     render_page,
 )
 from .problems import BadRequestError, problem
-from .sparql import get_config
+from .sparql import time_limit
 
 bp = Blueprint("tracing", __name__, template_folder="templates")
 
@@ -50,18 +49,9 @@ bp = Blueprint("tracing", __name__, template_folder="templates")
 
 
 def timeout_arg() -> float:
-    """``timeout`` in seconds: the endpoint's default, at most its maximum."""
-    config = get_config()
-    raw = request.args.get("timeout", "").strip()
-    if not raw:
-        return config.timeout
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise BadRequestError(f"timeout={raw!r} is not a positive number of seconds (like 5)")
-    return min(value, config.max_timeout)
+    """``timeout`` in seconds: the endpoint's default, at most its maximum (the same rule
+    as /sparql, so one parser)."""
+    return time_limit(request.args)
 
 
 def text_arg(name: str) -> str:
