@@ -1,23 +1,27 @@
 """Named questions on the web: /queries lists every query of queries/, /queries/<name>
 offers each as a form and answers it as HTML, JSON, CSV, TSV or XML; parameters are bound
-as values (an injection attempt is inert), names resolve to IRIs, and a run is stopped at
-the time limit."""
+as values (an injection attempt is inert), names resolve to IRIs, and the endpoint's query
+workers run them: no process per question, and a run past the time limit is stopped with
+its worker, which is replaced."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import alive, app_for, descendants
 from flask.testing import FlaskClient
 from project import QUERIES, load_real_store
 
+from sasci_kg.executor import WorkerPool
 from sasci_kg.queries import list_queries
 
 ID = "https://w3id.org/sasci-kg/id/"
@@ -226,15 +230,59 @@ def test_the_page_offers_suggestions_for_a_name_it_cannot_place(client: FlaskCli
     assert 'href="/queries/person-profile?person=person%2Fewan-king"' in page
 
 
+def _workers(client: FlaskClient) -> WorkerPool:
+    pool: WorkerPool = client.application.extensions["sasci_kg"].pool()
+    return pool
+
+
+def test_questions_run_in_the_query_workers(extra: FlaskClient,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each question is one job of the endpoint's workers, its parameters bound in its text
+    as a VALUES block; no process is started for it."""
+    assert extra.get("/queries/funders").status_code == 200
+    pool = _workers(extra)
+    workers = pool.pids()
+    jobs: list[Any] = []
+    run = pool.run
+
+    def counted(job: Any, **options: Any) -> Any:
+        jobs.append(job)
+        return run(job, **options)
+
+    monkeypatch.setattr(pool, "run", counted)
+    before = set(descendants(os.getpid()))
+    asked = [("/queries/funders", HTML, "text/html"),
+             ("/queries/person-profile?person=Jenny+Pitts", HTML, "text/html"),
+             ("/queries/quotes?speaker=person/jenny-pitts&format=csv", {}, "text/csv"),
+             ("/queries/needle?needle=care&format=tsv", {}, "text/tab-separated-values"),
+             ("/queries/is-funded", {}, "application/sparql-results+json")]
+    for url, accept, media in asked:
+        response = extra.get(url, headers=accept)
+        assert response.status_code == 200 and response.mimetype == media, url
+    assert len(jobs) == len(asked)
+    assert f"VALUES ?person {{ <{ID}person/jenny-pitts> }}" in jobs[1].sparql
+    assert 'VALUES ?needle { "care" }' in jobs[3].sparql
+    assert [job.media_type for job in jobs] == [
+        "application/sparql-results+json", "application/sparql-results+json", "text/csv",
+        "text/tab-separated-values", "application/sparql-results+json"]
+    assert set(descendants(os.getpid())) <= before
+    assert pool.pids() == workers
+
+
 def test_a_slow_question_is_stopped_at_the_time_limit(extra: FlaskClient) -> None:
-    before = set(descendants(__import__("os").getpid()))
+    assert extra.get("/queries/funders").status_code == 200
+    pool = _workers(extra)
+    workers = pool.pids()
     started = time.monotonic()
     response = extra.get("/queries/slow?timeout=1")
     assert response.status_code == 504
     assert response.get_json()["limit_seconds"] == 1.0
     assert time.monotonic() - started < 5
-    time.sleep(0.2)
-    lingering = [p for p in set(descendants(__import__("os").getpid())) - before if alive(p)
-                 and b"named" in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert lingering == []
+    # The worker that ran it was killed (the CPU is free at once) and replaced.
+    for _ in range(100):
+        if len(pool.pids()) == pool.size and pool.pids() != workers:
+            break
+        time.sleep(0.05)
+    assert len(set(workers) - set(pool.pids())) == 1 and len(pool.pids()) == pool.size
+    assert not any(alive(p) for p in set(workers) - set(pool.pids()))
     assert extra.get("/queries/funders").status_code == 200  # and the next one runs

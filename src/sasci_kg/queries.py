@@ -7,8 +7,8 @@ A query file starts with comment lines that describe it::
     # param: project iri The project to ask about (leave empty for all)
     # default: project https://w3id.org/sasci-kg/id/project/sasci
 
-Parameters are bound as values of the SPARQL variable of the same name (pyoxigraph
-substitutions), never pasted into the query text.
+Parameters are bound as values of the SPARQL variable of the same name (a leading VALUES
+block, checked and escaped), never pasted into the query text.
 """
 
 from __future__ import annotations
@@ -135,18 +135,25 @@ def bind_parameters(query: NamedQuery, values: dict[str, str]) -> dict[str, ox.N
     return bound
 
 
-def run_named_query(backend: Backend, query: NamedQuery,
-                    values: dict[str, str] | None = None) -> QueryResult:
-    """Run a named query with its parameters bound as a leading VALUES block.
+def bound_query_text(query: NamedQuery, values: dict[str, str] | None = None) -> str:
+    """The text of a named query with its parameters bound as a leading VALUES block.
 
-    The terms are checked and escaped, never pasted as text. A VALUES block at the start
-    of the WHERE group binds the variable before the query is planned: measured at 10^6
-    triples, 0.7 ms against 301 ms for pyoxigraph's substitutions, which bind after.
+    The terms are checked and escaped, never pasted as text (QueryError for a value that
+    cannot be bound). A VALUES block at the start of the WHERE group binds the variable
+    before the query is planned: measured at 10^6 triples, 0.7 ms against 301 ms for
+    pyoxigraph's substitutions, which bind after. Plain SPARQL, so it runs anywhere a
+    query runs: a backend, a remote engine, the web's query workers.
     """
     from .remote_sparql import prepare_query
 
     bound = bind_parameters(query, values or {})
     if not bound:
-        return backend.query(query.sparql)
-    return backend.query(prepare_query(query.sparql, prefixes={}, substitutions=bound).text)
+        return query.sparql
+    return prepare_query(query.sparql, prefixes={}, substitutions=bound).text
+
+
+def run_named_query(backend: Backend, query: NamedQuery,
+                    values: dict[str, str] | None = None) -> QueryResult:
+    """Run a named query with its parameters bound (see :func:`bound_query_text`)."""
+    return backend.query(bound_query_text(query, values))
 

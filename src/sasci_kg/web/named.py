@@ -2,49 +2,36 @@
 ``queries/``, ``/queries/<name>`` offers one as a form (IRI parameters with entity pickers)
 and answers it as HTML, SPARQL JSON, XML, CSV or TSV (``Accept`` or ``format=``).
 
-Parameters are bound as values by :func:`sasci_kg.queries.run_named_query` (pyoxigraph
-substitutions), never pasted into the text; an IRI parameter also takes a name, which is
-resolved as connection tracing resolves names. Each run happens in a process of its own,
-started for it and killed at the endpoint's time limit (the query workers take no
-substitutions); at most ``query_workers`` run at once, then 503.
+Parameters are bound as values by :func:`sasci_kg.queries.bound_query_text` (a leading
+VALUES block, each term checked and escaped), never pasted into the text; an IRI parameter
+also takes a name, which is resolved as connection tracing resolves names. The bound query
+is plain SPARQL, so it runs like any query of ``/sparql``: checked by the guard, then run
+and serialised in the endpoint's long-lived query workers, killed at the time limit (504),
+capped (507), queued (503).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import multiprocessing
 import re
-import resource
-import signal
-import threading
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import pyoxigraph as ox
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
-from ..backends import BackendSettings, open_backend
-from ..errors import NotFoundError, QueryError, SasciKgError, StoreError
-from ..executor import (
-    ExecutorBusyError,
-    QueryTimeoutError,
-    ResultTooLargeError,
-    StoreUnavailableError,
-    WorkerCrashedError,
-    results_format,
-)
-from ..queries import NamedQuery, bind_parameters, get_query, list_queries, run_named_query
+from ..errors import NotFoundError, QueryError
+from ..guard import check_query
+from ..queries import NamedQuery, bound_query_text, get_query, list_queries
 from ..trace_entities import as_iri
 from .funders import current_graph, local_url, render_page, root
+from .negotiation import JSON as JSON_RESULTS
 from .negotiation import RESULT_FORMATS, Format, choose_format, content_disposition
 from .problems import BadRequestError
 from .search import HTML
-from .sparql import get_config, time_limit
+from .sparql import execute_query, get_runtime, time_limit
 from .tracing import entity_problem, entity_problem_page, json_response
 
 bp = Blueprint("named", __name__, template_folder="templates")
@@ -53,8 +40,6 @@ DEFAULT_QUERIES_DIR = Path("queries")
 OFFERED: tuple[Format, ...] = (*RESULT_FORMATS, HTML)
 # Parameters of the page itself, never query parameters.
 PAGE_PARAMETERS = frozenset({"format", "timeout", "download"})
-# How long a new process may take to start and open the store (not the query's time).
-STARTUP_SECONDS = 30.0
 _ABSOLUTE_IRI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:[^\s<>\"{}|\\^`]*$")
 
 
@@ -63,128 +48,20 @@ def queries_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------------------
-# Running a named query in a process that can be killed.
+# Running a named query in the query workers.
 
 
-def _term_json(term: object) -> dict[str, str]:
-    if isinstance(term, ox.NamedNode):
-        return {"type": "uri", "value": term.value}
-    if isinstance(term, ox.BlankNode):
-        return {"type": "bnode", "value": term.value}
-    if isinstance(term, ox.Literal):
-        out = {"type": "literal", "value": term.value}
-        if term.language:
-            out["xml:lang"] = term.language
-        elif term.datatype.value != "http://www.w3.org/2001/XMLSchema#string":
-            out["datatype"] = term.datatype.value
-        return out
-    raise QueryError(f"a named query gave a term this page cannot show: {term!r}")
-
-
-def results_json(result: Any, max_rows: int, max_bytes: int) -> bytes:
-    """SPARQL 1.1 JSON results of a SELECT or ASK, within the row and byte caps."""
-    if isinstance(result, ox.QueryBoolean):
-        return json.dumps({"head": {}, "boolean": bool(result)}).encode()
-    if not isinstance(result, ox.QuerySolutions):
+def run_in_pool(query: NamedQuery, values: dict[str, str], fmt: Format, *,
+                timeout: float) -> bytes:
+    """Run ``query`` with ``values`` bound (a leading VALUES block) in the endpoint's query
+    workers, answered as ``fmt``: the same guard, time limit (504), row and byte caps (507)
+    and queue (503) as ``/sparql``."""
+    text = bound_query_text(query, values)  # a value that cannot be bound: 400, no work
+    checked = check_query(text, get_runtime().policy)
+    if checked.returns_graph:
         raise QueryError("named query pages answer SELECT and ASK queries; run a CONSTRUCT or "
                          "DESCRIBE on the query page (/)")
-    names = [v.value for v in result.variables]
-    bindings: list[dict[str, dict[str, str]]] = []
-    size = 0
-    for solution in result:
-        if len(bindings) >= max_rows:
-            raise ResultTooLargeError("max-rows", max_rows)
-        row = {n: _term_json(solution[n]) for n in names if solution[n] is not None}
-        size += len(json.dumps(row))
-        if size > max_bytes:
-            raise ResultTooLargeError("max-bytes", max_bytes)
-        bindings.append(row)
-    return json.dumps({"head": {"vars": names}, "results": {"bindings": bindings}},
-                      ensure_ascii=False).encode()
-
-
-def _child_main(conn: Connection, settings: BackendSettings, query: NamedQuery,
-                values: dict[str, str],
-                max_rows: int, max_bytes: int, memory_mb: int) -> None:
-    """The child: open the store read-only, run, send ("ok", body) or an error."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:  # Linux: die with the server process
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if memory_mb > 0:
-        limit = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    try:
-        backend = open_backend(settings)
-        conn.send(("ready",))  # the time limit counts from here: the query, not the start
-        result = run_named_query(backend, query, values)
-        reply: tuple[Any, ...] = ("ok", results_json(result, max_rows, max_bytes))
-    except ResultTooLargeError as exc:
-        reply = ("too-large", exc.cap, exc.limit)
-    except StoreError as exc:
-        reply = ("store", str(exc))
-    except SasciKgError as exc:
-        reply = ("query", str(exc))
-    conn.send(reply)
-    conn.close()
-
-
-def _slots() -> threading.BoundedSemaphore:
-    slots: threading.BoundedSemaphore | None = current_app.extensions.get("sasci_kg_named")
-    if slots is None:
-        slots = current_app.extensions.setdefault(
-            "sasci_kg_named", threading.BoundedSemaphore(get_config().query_workers))
-    return slots
-
-
-def run_isolated(query: NamedQuery, values: dict[str, str], *, timeout: float) -> bytes:
-    """Run ``query`` with ``values`` bound in a process of its own; SPARQL JSON bytes.
-
-    Past ``timeout``, counted from when the store is open, the process is killed
-    (:class:`QueryTimeoutError`, 504); with every slot taken for the endpoint's queue time,
-    :class:`ExecutorBusyError` (503)."""
-    config = get_config()
-    slots = _slots()
-    if not slots.acquire(timeout=config.queue_timeout):
-        raise ExecutorBusyError(max(1, round(config.queue_timeout)))
-    try:
-        context = multiprocessing.get_context("forkserver")
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_child_main, name="sasci-kg-named-query", daemon=True,
-            args=(sender, config.backend_settings, query, values, config.max_rows,
-                  config.max_result_bytes, config.worker_memory_mb))
-        process.start()
-        sender.close()
-        try:
-            try:
-                if not receiver.poll(STARTUP_SECONDS):
-                    raise WorkerCrashedError("run", None)
-                reply = receiver.recv()
-                if reply[0] == "ready":
-                    if not receiver.poll(timeout):
-                        raise QueryTimeoutError(timeout)
-                    reply = receiver.recv()
-            except EOFError:
-                process.join(timeout=1)
-                raise WorkerCrashedError("run", process.exitcode) from None
-        finally:
-            receiver.close()
-            if process.is_alive():
-                process.kill()
-            process.join(timeout=5)
-            process.close()
-    finally:
-        slots.release()
-    if reply[0] == "ok":
-        body: bytes = reply[1]
-        return body
-    if reply[0] == "too-large":
-        raise ResultTooLargeError(reply[1], reply[2])
-    if reply[0] == "store":
-        raise StoreUnavailableError(reply[1])
-    raise QueryError(reply[1])
+    return execute_query(text, fmt, timeout=timeout, checked=checked).body
 
 
 # ---------------------------------------------------------------------------------------
@@ -314,18 +191,16 @@ def named_query(name: str) -> ResponseReturnValue:
         context["fields"] = _typed_fields(query)
         return entity_problem_page(exc, "named_query.html", **context)
     values = {f.name: f.bound for f in fields if f.bound}
-    bind_parameters(query, values)  # a value that cannot be bound: 400 before any work
     started = time.monotonic()
-    body = run_isolated(query, values, timeout=time_limit(request.args))
+    # The page is built from SPARQL JSON; data is serialised by the worker as asked.
+    body = run_in_pool(query, values, JSON_RESULTS if fmt is HTML else fmt,
+                       timeout=time_limit(request.args))
     seconds = time.monotonic() - started
     if fmt is HTML:
         context.update(fields=fields, table=_cells(body), seconds=seconds,
                        data_query="&".join(f"{f.name}={_quote(f.bound)}" for f in fields
                                            if f.bound))
         return render_page("named_query.html", **context)
-    if fmt.key != "json":
-        parsed = ox.parse_query_results(body, ox.QueryResultsFormat.JSON)
-        body = parsed.serialize(format=results_format(fmt.media_type)) or b""
     response = Response(body, content_type=fmt.content_type)
     response.headers["Vary"] = "Accept"
     if request.args.get("download", "").lower() not in ("", "0", "false", "no", "off"):
