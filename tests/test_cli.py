@@ -73,6 +73,63 @@ def test_build_writes_deterministic_files(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1]
 
 
+def strict_ontology(tmp_path: Path, extra_shape: str) -> Path:
+    """A copy of ontology/ whose shapes.ttl has one more shape."""
+    ontology = tmp_path / "ontology"
+    shutil.copytree(ONTOLOGY, ontology)
+    shapes = ontology / "shapes.ttl"
+    shapes.write_text(shapes.read_text(encoding="utf-8") + extra_shape, encoding="utf-8")
+    return ontology
+
+
+EMAIL_SHAPE = """
+kgsh:PersonEmailShape a sh:NodeShape ; sh:targetClass schema:Person ;
+    sh:property [ sh:path schema:email ; sh:minCount 1 ;
+                  sh:message "A person needs a schema:email."@en ] .
+"""
+
+
+@pytest.mark.parametrize("mode", ["sparql", "pyshacl", "auto", ""])
+def test_build_shacl_modes_report_a_violation(tmp_path: Path, mode: str) -> None:
+    ontology = strict_ontology(tmp_path, EMAIL_SHAPE)
+    option = f"--shacl={mode}" if mode else "--shacl"  # bare --shacl: auto, as before
+    code, out, err = run("build", "--data", str(DATA), "--ontology", str(ontology), option,
+                         "--out", str(tmp_path / "out"))
+    assert code == 1 and out == ""
+    assert "SHACL constraints" in err
+    assert ("Violation: <https://w3id.org/sasci-kg/id/person/lisa-smith> "
+            "<https://schema.org/email>: A person needs a schema:email.") in err
+
+
+@pytest.mark.parametrize("option", ["--no-shacl", "--shacl=off"])
+def test_build_without_shacl_ignores_the_shapes(tmp_path: Path, option: str) -> None:
+    ontology = strict_ontology(tmp_path, EMAIL_SHAPE)
+    code, _out, err = run("build", "--data", str(DATA), "--ontology", str(ontology), option,
+                          "--out", str(tmp_path / "out"))
+    assert code == 0, err
+
+
+def test_build_shacl_option_errors(tmp_path: Path) -> None:
+    code, _out, err = run("build", *paths(), "--shacl=fast", "--out", str(tmp_path))
+    assert code == 2 and "'fast' is not one of" in err
+    code, _out, err = run("build", *paths(), "--shacl=pyshacl", "--no-shacl",
+                          "--out", str(tmp_path))
+    assert code == 2 and "contradict" in err
+
+
+def test_build_with_shapes_the_sparql_validator_cannot_translate(tmp_path: Path) -> None:
+    ontology = strict_ontology(tmp_path, "kgsh:Closed a sh:NodeShape ; "
+                                         "sh:targetClass schema:Person ; sh:closed false .\n")
+    code, _out, err = run("build", "--data", str(DATA), "--ontology", str(ontology),
+                          "--shacl=sparql", "--out", str(tmp_path / "a"))
+    assert code == 1
+    assert "Error: " in err and "sh:closed" in err and "--shacl=pyshacl" in err
+    code, _out, err = run("build", "--data", str(DATA), "--ontology", str(ontology),
+                          "--out", str(tmp_path / "b"))  # auto: pySHACL on a small graph
+    assert code == 0, err
+    assert "SHACL Info: " in err and "validated with pySHACL" in err and "sh:closed" in err
+
+
 def test_load_query_stats_export(store: Path, tmp_path: Path) -> None:
     code, out, err = run("query", "--store", str(store),
                          "SELECT ?name WHERE { ?p a schema:Person ; schema:name ?name } "

@@ -19,7 +19,7 @@ import pyoxigraph as ox
 
 from . import __version__
 from .backends import BACKEND_KINDS, BackendSettings, load_dataset, open_backend
-from .build import BuildResult, build_dataset, load_inputs, write_dataset
+from .build import SHACL_MODES, BuildResult, build_dataset, load_inputs, write_dataset
 from .errors import FactsError, SasciKgError
 from .export import FORMATS, get_format, gzip_bytes, serialize_quads
 from .facts import count_fact_files, load_facts
@@ -56,8 +56,27 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
+def shacl_options(func: F) -> F:
+    """``--shacl=MODE`` (how to validate against the shapes) and ``--no-shacl`` (=off)."""
+    func = click.option("--no-shacl", "no_shacl", is_flag=True,
+                        help="Do not validate (the same as --shacl=off).")(func)
+    return click.option(
+        "--shacl", "shacl", type=click.Choice(SHACL_MODES), default="auto", show_default=True,
+        is_flag=False, flag_value="auto",
+        help="Validate against ontology/shapes.ttl: sparql (the shapes as SPARQL queries run "
+             "by Oxigraph: seconds at 10^6 triples), pyshacl (the reference; minutes from "
+             "10^5), auto (sparql; pySHACL, with a note, where the shapes use a construct the "
+             "SPARQL translator lacks and the graph is small) or off.")(func)
+
+
+def _shacl_mode(shacl: str, no_shacl: bool) -> str:
+    if no_shacl and shacl not in ("auto", "off"):
+        raise click.UsageError(f"--no-shacl and --shacl={shacl} contradict each other")
+    return "off" if no_shacl else shacl
+
+
 def _build_with_progress(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, *,
-                         shacl: bool) -> BuildResult:
+                         shacl: str) -> BuildResult:
     """Build the dataset with a progress bar over the fact files (on a terminal only)."""
     if not sys.stderr.isatty():
         return build_dataset(data_dir, ontology_dir, sources_dir=sources_dir, shacl=shacl)
@@ -243,13 +262,13 @@ def validate(data_dir: Path, ontology_dir: Path, sources_dir: Path | None) -> No
 @data_options
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default="build",
               show_default=True, help="Folder to write dataset.nq and dataset.trig to.")
-@click.option("--shacl/--no-shacl", default=True, show_default=True,
-              help="Validate the built graph against ontology/shapes.ttl.")
+@shacl_options
 @_fail_on_library_errors
 def build(data_dir: Path, ontology_dir: Path, sources_dir: Path | None, out_dir: Path,
-          shacl: bool) -> None:
+          shacl: str, no_shacl: bool) -> None:
     """Build the dataset (facts + ontology → quads), SHACL-check it, write it to --out."""
-    result = _build_with_progress(data_dir, ontology_dir, sources_dir, shacl=shacl)
+    result = _build_with_progress(data_dir, ontology_dir, sources_dir,
+                                  shacl=_shacl_mode(shacl, no_shacl))
     _print_notices(result.facts.notices if result.facts else [])
     for warning in result.warnings:
         _say(f"SHACL {warning}")
@@ -272,16 +291,15 @@ def _file_input(path: Path) -> LoadInput:
 @main.command()
 @data_options
 @store_option
-@click.option("--shacl/--no-shacl", default=True, show_default=True,
-              help="Validate the curated graph against ontology/shapes.ttl.")
+@shacl_options
 @click.option("--accept-engine-changes", is_flag=True,
               help="Remote: load even if the engine stores some triples differently from what "
                    "was sent (Virtuoso 7 rewrites xsd:duration values); each change is listed.")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_fail_on_library_errors
 def load(data_dir: Path, ontology_dir: Path, sources_dir: Path | None,
-         backend_settings: BackendSettings, shacl: bool, accept_engine_changes: bool,
-         files: tuple[Path, ...]) -> None:
+         backend_settings: BackendSettings, shacl: str, no_shacl: bool,
+         accept_engine_changes: bool, files: tuple[Path, ...]) -> None:
     """Build the curated graph and load it (and any FILES) into the store.
 
     FILES are Turtle, TriG, N-Triples or N-Quads; each triples file goes into its own named
@@ -290,7 +308,8 @@ def load(data_dir: Path, ontology_dir: Path, sources_dir: Path | None,
     remote engine each graph is staged, size-checked and moved over the live one.
     """
     extra = [_file_input(f) for f in files]
-    result = _build_with_progress(data_dir, ontology_dir, sources_dir, shacl=shacl)
+    result = _build_with_progress(data_dir, ontology_dir, sources_dir,
+                                  shacl=_shacl_mode(shacl, no_shacl))
     _print_notices(result.facts.notices if result.facts else [])
     progress = _say if sys.stderr.isatty() else None
     report = load_dataset(backend_settings, [*load_inputs(result), *extra], progress=progress,
@@ -595,7 +614,7 @@ def _build_and_load_if_missing(store: Path, data_dir: Path, ontology_dir: Path,
     if store_generation(store) is not None:
         return
     _say(f"No store at {store}: building the graph from {data_dir} and loading it")
-    result = _build_with_progress(data_dir, ontology_dir, sources_dir, shacl=True)
+    result = _build_with_progress(data_dir, ontology_dir, sources_dir, shacl="auto")
     _print_notices(result.facts.notices if result.facts else [])
     report = load_store(store, load_inputs(result))
     _say(f"Loaded {report.quads} quads in {len(report.graphs)} graphs into {report.path}")
