@@ -59,6 +59,7 @@ RDF_TYPE = ox.NamedNode(RDF + "type")
 RDF_FIRST = ox.NamedNode(RDF + "first")
 RDF_REST = ox.NamedNode(RDF + "rest")
 RDF_NIL = ox.NamedNode(RDF + "nil")
+TRUE = ox.Literal("true", datatype=ox.NamedNode(XSD + "boolean"))
 
 Term = ox.NamedNode | ox.BlankNode | ox.Literal
 
@@ -280,6 +281,19 @@ def sparql_term(shapes: ShapesGraph, node: Term, owner: Term) -> str:
     return str(node)  # N-Triples form: also SPARQL
 
 
+def missing_query(focus: str, pattern: str) -> str:
+    """The focus nodes for which ``pattern`` (with ?this bound) has no match."""
+    return f"SELECT DISTINCT ?this WHERE {{ {focus} FILTER NOT EXISTS {{ {pattern} }} }}"
+
+
+def count_query(focus: str, values: str, test: str, *, optional: bool) -> str:
+    """The focus nodes whose number of distinct ``?value`` matching ``values`` fails
+    ``test`` (e.g. "> 1"); ``optional`` keeps the focus nodes with none."""
+    body = f"OPTIONAL {{ {values} }}" if optional else values
+    return (f"SELECT ?this WHERE {{ {focus} {body} }} "
+            f"GROUP BY ?this HAVING (COUNT(DISTINCT ?value) {test})")
+
+
 def _int(shapes: ShapesGraph, owner: Term, param: str, value: Term) -> int:
     if not isinstance(value, ox.Literal) or not re.fullmatch(r"[0-9]+", value.value):
         raise shapes.error(owner, f"has sh:{param} {value}, which is not a non-negative "
@@ -364,7 +378,7 @@ class Translator:
                               "node shape")
             focus = self.focus_pattern(shape)
             if is_property:
-                out.extend(self.property_checks(shape, focus, parent_message=None))
+                out.extend(self.property_checks(shape, focus))
             else:
                 out.extend(self.node_checks(shape, focus))
         return out
@@ -412,13 +426,12 @@ class Translator:
                                    value_is_focus=True)
         for prop in s.objects(shape, _sh("property")):
             if not self.deactivated(prop):
-                yield from self.property_checks(prop, focus, parent_message=None)
+                yield from self.property_checks(prop, focus)
         for constraint in s.objects(shape, _sh("sparql")):
             if not self.deactivated(constraint):
                 yield self.sparql_check(shape, constraint, focus, severity, message)
 
-    def property_checks(self, prop: Term, focus: str, *,
-                        parent_message: str | None) -> Iterator[Check]:
+    def property_checks(self, prop: Term, focus: str) -> Iterator[Check]:
         s = self.shapes
         self.check_params(prop, PROPERTY_SHAPE_PARAMS, "property shape")
         path_node = s.one(prop, _sh("path"))
@@ -427,7 +440,7 @@ class Translator:
         path = s.path(path_node)
         name = s.name(prop)
         severity = self.severity(prop)
-        message = self.message(prop) or parent_message
+        message = self.message(prop)
         if s.objects(prop, _sh("sparql")):
             raise s.unsupported(prop, "sh:sparql", " in a property shape")
 
@@ -442,25 +455,19 @@ class Translator:
         max_count = s.one(prop, _sh("maxCount"))
         low = _int(s, prop, "minCount", min_count) if min_count is not None else 0
         high = _int(s, prop, "maxCount", max_count) if max_count is not None else None
-        if low == 1:
-            query = (f"SELECT DISTINCT ?this WHERE {{ {focus} "
-                     f"FILTER NOT EXISTS {{ ?this {path} ?value }} }}")
-            yield Check(name, severity, path, query,
-                        [Finding("minCount", message or f"Less than 1 value on {path}")])
-        elif low > 1:
-            query = (f"SELECT ?this WHERE {{ {focus} OPTIONAL {{ ?this {path} ?value }} }} "
-                     f"GROUP BY ?this HAVING (COUNT(DISTINCT ?value) < {low})")
+        if low > 0:
+            query = missing_query(focus, f"?this {path} ?value") if low == 1 else \
+                count_query(focus, f"?this {path} ?value .", f"< {low}", optional=True)
             yield Check(name, severity, path, query,
                         [Finding("minCount", message or f"Less than {low} values on {path}")])
         if high is not None:
-            yield self.max_count_check(name, severity, path, focus, high,
-                                       Finding("maxCount", message or
-                                               f"More than {high} values on {path}"))
+            query = count_query(focus, f"?this {path} ?value .", f"> {high}", optional=False)
+            yield Check(name, severity, path, query,
+                        [Finding("maxCount", message or f"More than {high} values on {path}")])
 
         for value in s.objects(prop, _sh("hasValue")):
             term = sparql_term(s, value, prop)
-            query = (f"SELECT DISTINCT ?this WHERE {{ {focus} "
-                     f"FILTER NOT EXISTS {{ ?this {path} {term} }} }}")
+            query = missing_query(focus, f"?this {path} {term}")
             yield Check(name, severity, path, query,
                         [Finding("hasValue", message or f"Missing value {value} on {path}")])
 
@@ -484,38 +491,24 @@ class Translator:
             raise s.error(prop, "has sh:qualifiedMinCount/MaxCount without "
                           "sh:qualifiedValueShape")
 
-    def max_count_check(self, name: str, severity: str, path: str, focus: str, high: int,
-                        finding: Finding) -> Check:
-        if high == 0:
-            query = f"SELECT DISTINCT ?this WHERE {{ {focus} ?this {path} ?value . }}"
-        else:
-            query = (f"SELECT ?this WHERE {{ {focus} ?this {path} ?value . }} "
-                     f"GROUP BY ?this HAVING (COUNT(DISTINCT ?value) > {high})")
-        return Check(name, severity, path, query, [finding])
-
     def qualified_checks(self, prop: Term, qualified: Term, name: str, severity: str,
                          path: str, focus: str, message: str | None) -> Iterator[Check]:
         s = self.shapes
         disjoint = s.one(prop, _sh("qualifiedValueShapesDisjoint"))
         if isinstance(disjoint, ox.Literal) and disjoint.value in ("true", "1"):
             raise s.unsupported(prop, "sh:qualifiedValueShapesDisjoint true")
-        condition = self.conforms(qualified, "?value")
+        values = f"?this {path} ?value . FILTER ({self.conforms(qualified, '?value')})"
         min_q = s.one(prop, _sh("qualifiedMinCount"))
         max_q = s.one(prop, _sh("qualifiedMaxCount"))
-        if min_q is not None:
-            low = _int(s, prop, "qualifiedMinCount", min_q)
-            if low > 0:
-                query = (f"SELECT ?this WHERE {{ {focus} OPTIONAL {{ ?this {path} ?value . "
-                         f"FILTER ({condition}) }} }} "
-                         f"GROUP BY ?this HAVING (COUNT(DISTINCT ?value) < {low})")
-                yield Check(name, severity, path, query, [Finding(
-                    "qualifiedMinCount",
-                    message or f"Less than {low} values on {path} conform to the shape")])
+        low = _int(s, prop, "qualifiedMinCount", min_q) if min_q is not None else 0
+        if low > 0:
+            query = count_query(focus, values, f"< {low}", optional=True)
+            yield Check(name, severity, path, query, [Finding(
+                "qualifiedMinCount",
+                message or f"Less than {low} values on {path} conform to the shape")])
         if max_q is not None:
             high = _int(s, prop, "qualifiedMaxCount", max_q)
-            query = (f"SELECT ?this WHERE {{ {focus} ?this {path} ?value . "
-                     f"FILTER ({condition}) }} "
-                     f"GROUP BY ?this HAVING (COUNT(DISTINCT ?value) > {high})")
+            query = count_query(focus, values, f"> {high}", optional=False)
             yield Check(name, severity, path, query, [Finding(
                 "qualifiedMaxCount",
                 message or f"More than {high} values on {path} conform to the shape")])
@@ -758,10 +751,9 @@ def run_check(check: Check, store: ox.Store, **options: object) -> list[ShaclRes
         value = focus if check.value_is_focus else _text(values.get("value"))
         bindings = {"this": focus, "value": value}
         for i, finding in enumerate(check.findings):
-            flag = values.get(f"f{i}")
-            if len(check.findings) > 1 or flag is not None:
-                if not (isinstance(flag, ox.Literal) and flag.value == "true"):
-                    continue
+            flag = values.get(f"f{i}", TRUE)
+            if flag != TRUE:  # a check of several constraints: not this one
+                continue
             results.append(ShaclResult(check.severity, focus, check.path,
                                        _fill(finding.message, bindings), value))
     return results
