@@ -1,7 +1,8 @@
 """Connection tracing over HTTP on the real graph: /api/trace and /api/connections (JSON),
 the /trace and /connections pages, the network picture and its downloads, the funders'
 overview — the article's connections, with evidence; unknown and ambiguous names answered
-with suggestions; everything a page needs served from this server only."""
+with suggestions; everything a page needs served from this server only; every query run
+in the killable query workers, so a runaway one is stopped there and the server goes on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import csv
 import io
 import json
 import re
+import resource
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +19,12 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import LiveServer, app_for, run_live_server
+from conftest import LiveServer, alive, app_for, run_live_server
 from flask.testing import FlaskClient
 from project import QUERIES, load_real_store
+
+from sasci_kg import trace_links
+from sasci_kg.executor import WorkerPool
 
 ID = "https://w3id.org/sasci-kg/id/"
 SHAPE = "session/sasci-final-2024.shape-or-be-shaped"
@@ -280,3 +286,83 @@ def test_the_funders_page(client: FlaskClient) -> None:
     assert '<select id="pick-from" name="from">' in page
     assert '<option value="org/thurrock-council">Thurrock Council</option>' in page
     assert page.count('<g class="node') >= 40
+
+
+# -- every query in the killable query workers -------------------------------------------
+
+# A query that runs for ever (a four-way cross product, counted before any row comes out).
+RUNAWAY = "SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k ?l }"
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _replaced(pool: WorkerPool, old: list[int]) -> None:
+    """Wait until the killed worker's replacement is up; check the killed one is gone."""
+    for _ in range(100):
+        if len(pool.pids()) == pool.size and pool.pids() != old:
+            break
+        time.sleep(0.05)
+    gone = set(old) - set(pool.pids())
+    assert len(gone) == 1 and len(pool.pids()) == pool.size, (old, pool.pids())
+    assert not any(alive(pid) for pid in gone)
+
+
+def test_a_runaway_hop_is_killed_in_its_worker_and_the_search_says_it_ran_out_of_time(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with app_for(store_path) as app:
+        client = app.test_client()
+        assert client.get("/api/trace?from=ESRC&to=WCS+Care").status_code == 200
+        pool: WorkerPool = app.extensions["sasci_kg"].pool()
+        workers = pool.pids()
+        monkeypatch.setattr(trace_links, "frontier_query", lambda *a, **k: RUNAWAY)
+        started, cpu = time.monotonic(), _cpu_seconds()
+        response = client.get("/api/trace?from=ESRC&to=Shared+Lives+Plus&timeout=1")
+        wall, cpu = time.monotonic() - started, _cpu_seconds() - cpu
+        assert response.status_code == 200, response.get_data(as_text=True)
+        found = response.get_json()
+        # The answer of a search whose time ran out, as before the queries moved out.
+        assert found["timed_out"] and not found["complete"] and found["paths"] == []
+        assert found["headline"].startswith(
+            "No connection found between Economic and Social Research Council and Shared "
+            "Lives Plus in the time allowed")
+        assert any("time limit" in note for note in found["notes"])
+        assert 0.9 < wall < 4
+        assert cpu < 0.5  # the hop ran, and was killed, in a worker: not in this process
+        _replaced(pool, workers)
+        monkeypatch.undo()
+        again = client.get("/api/trace?from=ESRC&to=Shared+Lives+Plus").get_json()
+        assert again["paths"] and again["complete"]
+
+
+def test_a_runaway_query_outside_the_search_is_504_and_its_worker_replaced(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sasci_kg.trace as trace_module
+
+    describe = trace_module.describe
+
+    def runaway_describe(backend: Any, nodes: Any, facts: Any) -> Any:
+        backend.query(RUNAWAY)
+        return describe(backend, nodes, facts)
+
+    with app_for(store_path) as app:
+        client = app.test_client()
+        assert client.get("/api/connections?entity=org/esrc&hops=1").status_code == 200
+        pool: WorkerPool = app.extensions["sasci_kg"].pool()
+        workers = pool.pids()
+        monkeypatch.setattr(trace_module, "describe", runaway_describe)
+        started, cpu = time.monotonic(), _cpu_seconds()
+        response = client.get("/api/connections?entity=org/esrc&timeout=1")
+        wall, cpu = time.monotonic() - started, _cpu_seconds() - cpu
+        assert response.status_code == 504
+        assert response.mimetype == "application/problem+json"
+        problem = response.get_json()
+        assert problem["limit_seconds"] == 1.0 and "did not finish within 1 s" in \
+            problem["detail"]
+        assert 0.9 < wall < 4 and cpu < 0.5
+        _replaced(pool, workers)
+        monkeypatch.undo()
+        assert client.get("/api/connections?entity=org/esrc&hops=1").status_code == 200
+        assert client.get("/funders", headers=HTML).status_code == 200

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import pyoxigraph as ox
 
 from .errors import QueryError
-from .store import Backend
+from .store import Backend, QueryResult
 from .vocab import CONF, KGO, OA, ORG, RDF, RDFS, SCHEMA, SKOS
 
 #: Link kinds, in the order they are documented; each is one or more SPARQL patterns.
@@ -174,8 +175,22 @@ def _code(term: object) -> str | None:
     return iri.rsplit("/", 1)[-1] if iri else None
 
 
-def _solutions(backend: Backend, sparql: str) -> ox.QuerySolutions:
-    result = backend.query(sparql)
+@runtime_checkable
+class StopsAtDeadline(Protocol):
+    """A backend that can stop a query at a deadline (the web's killable query workers)."""
+
+    def query_until(self, sparql: str, deadline: float) -> QueryResult:
+        """Run ``sparql``; past ``deadline`` (``time.monotonic()``) stop it and raise
+        :class:`OutOfTime`."""
+        ...
+
+
+def _solutions(backend: Backend, sparql: str, deadline: float | None = None
+               ) -> ox.QuerySolutions:
+    if deadline is not None and isinstance(backend, StopsAtDeadline):
+        result = backend.query_until(sparql, deadline)
+    else:
+        result = backend.query(sparql)
     if not isinstance(result, ox.QuerySolutions):
         raise QueryError("the link query did not give solutions; is the backend a SPARQL "
                          "1.1 query engine?")
@@ -193,7 +208,8 @@ def _link(row: ox.QuerySolution, subject: str, obj: str) -> RawLink:
 
 
 class OutOfTime(Exception):
-    """Raised by :func:`fetch_links` when its deadline passes between two batches."""
+    """Raised by :func:`fetch_links` when its deadline passes between two batches, or by a
+    :class:`StopsAtDeadline` backend that stopped a query at the deadline."""
 
 
 def fetch_links(backend: Backend, nodes: Iterable[str], kinds: Sequence[str], *,
@@ -202,7 +218,9 @@ def fetch_links(backend: Backend, nodes: Iterable[str], kinds: Sequence[str], *,
 
     ``limit`` caps the rows of each query (a guard against hubs on a huge graph);
     past ``deadline`` (``time.monotonic()``), :class:`OutOfTime` is raised before the next
-    batch (a query already sent cannot be stopped from here).
+    batch. A query already sent is stopped at the deadline only by a backend that can stop
+    one (:class:`StopsAtDeadline`: the web's query workers); the embedded store runs it to
+    its end.
     """
     ordered = sorted(set(nodes))
     links: set[RawLink] = set()
@@ -210,7 +228,7 @@ def fetch_links(backend: Backend, nodes: Iterable[str], kinds: Sequence[str], *,
         if deadline is not None and start and time.monotonic() > deadline:
             raise OutOfTime
         batch = ordered[start:start + BATCH_SIZE]
-        for row in _solutions(backend, frontier_query(batch, kinds, limit=limit)):
+        for row in _solutions(backend, frontier_query(batch, kinds, limit=limit), deadline):
             n, m = row["n"].value, row["m"].value
             out = row["dir"].value == "out"
             links.add(_link(row, n if out else m, m if out else n))

@@ -4,7 +4,9 @@
 
 Also the state the funders' pages share (:func:`current_graph`): per store generation, the
 read-only backend, its :class:`~sasci_kg.trace.Tracer` and its search index, rebuilt when a
-load or an update swaps in a new store, so that no page ever answers from an old one.
+load or an update swaps in a new store, so that no page ever answers from an old one. The
+tracer and the overview send their queries to the endpoint's killable query workers
+(:mod:`.pool_backend`); only the search index is read in this process.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from ..errors import NotFoundError
+from ..executor import Outcome, QueryJob
 from ..network import MEDIA_TYPES, Network, write_network
 from ..search import SearchIndex, build_search_index
 from ..store import Backend
@@ -36,8 +39,10 @@ from ..trace import DEFAULT_HOPS, MAX_HOPS, NETWORK_KINDS, Tracer
 from ..trace_entities import short_ref
 from ..trace_links import LINK_KINDS, SPARQL_PREFIXES
 from ..vocab import BASE
+from .pool_backend import PoolBackend, PoolTracer
 from .problems import BadRequestError
 from .resources import current_generation
+from .sparql import get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,11 @@ NETWORK_DOWNLOADS: dict[str, str] = {"svg": "svg", "graphml": "graphml", "gexf":
 NETWORK_DOWNLOAD_LABELS = (("svg", "SVG picture"), ("graphml", "GraphML (yEd, Cytoscape)"),
                            ("gexf", "GEXF (Gephi)"), ("csv", "CSV of links"),
                            ("json", "JSON"))
+# The caps of the tracer's own queries, which it bounds itself (a LIMIT on each hop and on
+# the network) or which grow with the graph (the label index: ~80,000 rows at 10^6
+# triples): higher than a user's query may have, they guard against a runaway only.
+INTERNAL_MAX_ROWS = 10_000_000
+INTERNAL_MAX_BYTES = 1024 * 1024 * 1024
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'{styles}; img-src 'self' data:; "
         "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 
@@ -59,7 +69,8 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'{styles}; img-sr
 
 @dataclass
 class Graph:
-    """One store generation: its backend, tracer, search index and cached answers."""
+    """One store generation: its backend (read in this process, by the search index), its
+    tracer (whose queries run in the query workers), search index and cached answers."""
 
     key: Hashable
     backend: Backend
@@ -76,6 +87,11 @@ class Graph:
             if self._index is None:
                 self._index = build_search_index(self.backend, self.index_path)
             return self._index
+
+    @property
+    def queries(self) -> Backend:
+        """The backend whose queries run in the killable query workers."""
+        return self.tracer.backend
 
     def cached(self, key: Any, make: Callable[[], Any]) -> Any:
         with self.lock:
@@ -109,14 +125,29 @@ class GraphSite:
                 return current
             digest = hashlib.sha256(repr(generation.key).encode()).hexdigest()[:16]
             index_path = self._folder / f"search-{digest}.sqlite"
-            backend = generation.backend
-            self._current = Graph(generation.key, backend, Tracer(backend), index_path)
+            self._current = Graph(generation.key, generation.backend, pool_tracer(),
+                                  index_path)
             if current is not None and current.index_path != index_path:
                 current.index_path.unlink(missing_ok=True)  # open readers keep their file
             return self._current
 
     def close(self) -> None:
         self._finalizer()
+
+
+def pool_tracer() -> PoolTracer:
+    """A tracer whose queries run in this app's query workers: each within the request's
+    time limit (the endpoint's by default), the label index within the longest."""
+    runtime = get_runtime()
+    config = runtime.config
+
+    def run(job: QueryJob, limit: float) -> Outcome:
+        return runtime.pool().run(job, timeout=limit)
+
+    backend = PoolBackend(run, timeout=config.timeout,
+                          max_rows=max(config.max_rows, INTERNAL_MAX_ROWS),
+                          max_bytes=max(config.max_result_bytes, INTERNAL_MAX_BYTES))
+    return PoolTracer(backend, index_timeout=config.max_timeout)
 
 
 def current_graph() -> Graph:
@@ -451,7 +482,7 @@ def funders_page() -> ResponseReturnValue:
     """The project, its funder and partners, the co-hosts, the organisations present and
     in which sessions (a table and the picture), with a form to trace any two."""
     graph = current_graph()
-    overview: Overview = graph.cached("overview", lambda: build_overview(graph.backend))
+    overview: Overview = graph.cached("overview", lambda: build_overview(graph.queries))
     wanted = NetworkRequest(None, DEFAULT_HOPS, None, None, NETWORK_KINDS)
     _drawn, svg = draw_network(graph, wanted)
     picture = inline_svg(svg)

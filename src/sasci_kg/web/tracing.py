@@ -4,11 +4,16 @@ evidence, links to the entities' pages, a picture of the connections).
 
 A name that matches nothing answers 404, one that matches several 400, both as
 problem+json listing the suggestions (the pages show them as links to pick from).
+
+Every query runs in the endpoint's killable query workers (:mod:`.pool_backend`): the
+search's hops until its ``timeout`` (stopped there, the answer says the search ran out of
+time), every other query within the same limit (past it: 504).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,6 +31,7 @@ from ..trace import (
     MAX_PATHS,
     NETWORK_KINDS,
     Node,
+    Tracer,
     TraceResult,
     paths_network,
 )
@@ -38,6 +44,7 @@ from .funders import (
     local_url,
     render_page,
 )
+from .pool_backend import PoolTracer
 from .problems import BadRequestError, problem
 from .sparql import time_limit
 
@@ -52,6 +59,14 @@ def timeout_arg() -> float:
     """``timeout`` in seconds: the endpoint's default, at most its maximum (the same rule
     as /sparql, so one parser)."""
     return time_limit(request.args)
+
+
+def request_limit(tracer: Tracer, seconds: float) -> AbstractContextManager[None]:
+    """Each query of ``tracer`` in this block may run ``seconds`` (when its queries run in
+    the query workers, as they do on the web)."""
+    if isinstance(tracer, PoolTracer):
+        return tracer.pool.limit(seconds)
+    return nullcontext()
 
 
 def text_arg(name: str) -> str:
@@ -116,16 +131,17 @@ def json_response(data: Any) -> Response:
 def run_trace(source: str, target: str) -> TraceResult:
     """Resolve both names (naming the web parameters in errors), then trace."""
     tracer = current_graph().tracer
-    start = tracer.resolve(source, parameter="from")
-    end = tracer.resolve(target, parameter="to")
-    if start.iri == end.iri:
-        raise BadRequestError(f"from and to are the same entity ({start.label}); give two "
-                              "different ones")
-    return tracer.trace(
-        start.iri, end.iri,
-        max_length=int_arg("max_length", DEFAULT_MAX_LENGTH, 1, MAX_LENGTH),
-        paths=int_arg("paths", DEFAULT_PATHS, 1, MAX_PATHS),
-        links=links_arg(), timeout=timeout_arg())
+    max_length = int_arg("max_length", DEFAULT_MAX_LENGTH, 1, MAX_LENGTH)
+    paths = int_arg("paths", DEFAULT_PATHS, 1, MAX_PATHS)
+    links, timeout = links_arg(), timeout_arg()
+    with request_limit(tracer, timeout):
+        start = tracer.resolve(source, parameter="from")
+        end = tracer.resolve(target, parameter="to")
+        if start.iri == end.iri:
+            raise BadRequestError(f"from and to are the same entity ({start.label}); give "
+                                  "two different ones")
+        return tracer.trace(start.iri, end.iri, max_length=max_length, paths=paths,
+                            links=links, timeout=timeout)
 
 
 @bp.get("/api/trace")
@@ -200,9 +216,11 @@ def _path_view(path: Any) -> dict[str, Any]:
 
 def run_connections(entity: str) -> Any:
     tracer = current_graph().tracer
-    centre = tracer.resolve(entity, parameter="entity")
-    return tracer.connections(centre.iri, hops=int_arg("hops", DEFAULT_HOPS, 1, MAX_HOPS),
-                              links=links_arg(), timeout=timeout_arg())
+    hops = int_arg("hops", DEFAULT_HOPS, 1, MAX_HOPS)
+    links, timeout = links_arg(), timeout_arg()
+    with request_limit(tracer, timeout):
+        centre = tracer.resolve(entity, parameter="entity")
+        return tracer.connections(centre.iri, hops=hops, links=links, timeout=timeout)
 
 
 @bp.get("/api/connections")
