@@ -21,10 +21,11 @@ import multiprocessing
 import os
 import re
 import resource
+import select
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -472,7 +473,7 @@ def _syntax_error(exc: SyntaxError) -> QuerySyntaxError:
     )
 
 
-def _run_query(job: QueryJob, handle: _StoreHandle, conn: Connection) -> Outcome:
+def _run_query(job: QueryJob, handle: _StoreHandle, parsed: Callable[[], None]) -> Outcome:
     kwargs: dict[str, Any] = {"prefixes": dict(job.prefixes), "base_iri": job.base_iri}
     if job.default_graph is not None or job.named_graphs is not None:
         # SPARQL 1.1 Protocol §2.1.4: the protocol dataset replaces the query's own.
@@ -485,7 +486,7 @@ def _run_query(job: QueryJob, handle: _StoreHandle, conn: Connection) -> Outcome
         result = store.query(job.sparql, **kwargs)
     except SyntaxError as exc:
         raise _syntax_error(exc) from None
-    conn.send(("parsed",))
+    parsed()
     return _serialise_result(result, job)
 
 
@@ -604,10 +605,10 @@ def _remote_dataset(parts: tuple[str, ...] | None) -> list[str] | None:
     return None if parts is None else (list(parts) or [EMPTY_GRAPH])
 
 
-def _run_remote_query(job: QueryJob, handle: _RemoteHandle, conn: Connection,
+def _run_remote_query(job: QueryJob, handle: _RemoteHandle, parsed: Callable[[], None],
                       limit: float | None, started: float) -> Outcome:
     _check_syntax(job, handle)
-    conn.send(("parsed",))
+    parsed()
     dataset = job.default_graph is not None or job.named_graphs is not None
     with _within_limit(handle, limit, started) as backend:
         # SPARQL 1.1 Protocol §2.1.4: the protocol dataset replaces the query's own; without
@@ -766,10 +767,20 @@ def _watch_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _worker_main(conn: Connection, target: str | BackendSettings, memory_limit_mb: int,
-                 writer: bool) -> None:
-    """The loop of one worker process: receive (job, time limit), send ("parsed",)?, then a
-    reply. ``target`` is the store directory, or the settings of a remote engine."""
+def _worker_main(conn: Connection, phase: Any, target: str | BackendSettings,
+                 memory_limit_mb: int, writer: bool) -> None:
+    """The loop of one worker process: receive (job, time limit), send a reply. ``target`` is
+    the store directory, or the settings of a remote engine.
+
+    ``phase`` is a byte of shared memory the parent clears before each job and the worker sets
+    once the query has parsed: if the worker dies, the parent reads it to tell a query that
+    crashed the parser (400) from a failure while running (500) — without a message per job,
+    which would cost the parent a wake-up on every query.
+    """
+
+    def parsed() -> None:
+        phase.value = 1
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; no Ctrl-C tracebacks
     try:  # Linux: die with the process that started us
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -799,7 +810,7 @@ def _worker_main(conn: Connection, target: str | BackendSettings, memory_limit_m
         job, limit = message
         started = time.perf_counter()
         try:
-            outcome = _dispatch(job, handle, conn, limit, time.monotonic())
+            outcome = _dispatch(job, handle, parsed, limit, time.monotonic())
         except BaseException as exc:  # report every failure to the parent, then carry on
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -811,11 +822,11 @@ def _worker_main(conn: Connection, target: str | BackendSettings, memory_limit_m
         conn.send_bytes(outcome.body)
 
 
-def _dispatch(job: Job, handle: _StoreHandle | _RemoteHandle, conn: Connection,
+def _dispatch(job: Job, handle: _StoreHandle | _RemoteHandle, parsed: Callable[[], None],
               limit: float | None, started: float) -> Outcome:
     if isinstance(handle, _RemoteHandle):
         if isinstance(job, QueryJob):
-            return _run_remote_query(job, handle, conn, limit, started)
+            return _run_remote_query(job, handle, parsed, limit, started)
         if isinstance(job, DumpJob):
             return _run_remote_dump(job, handle, limit, started)
         if isinstance(job, InfoJob):
@@ -827,7 +838,7 @@ def _dispatch(job: Job, handle: _StoreHandle | _RemoteHandle, conn: Connection,
     for attempt in (1, 2):
         try:
             if isinstance(job, QueryJob):
-                return _run_query(job, handle, conn)
+                return _run_query(job, handle, parsed)
             if isinstance(job, DumpJob):
                 return _run_dump(job, handle)
             return _run_info(handle)
@@ -847,6 +858,16 @@ def _dispatch(job: Job, handle: _StoreHandle | _RemoteHandle, conn: Connection,
 class _Worker:
     process: BaseProcess
     conn: Connection
+    phase: Any  # shared byte: 0 until the worker's current query has parsed, then 1
+    poller: select.poll = field(default_factory=select.poll)
+
+    def __post_init__(self) -> None:
+        # One poll object per worker: multiprocessing's own poll builds a selector per call.
+        self.poller.register(self.conn.fileno(), select.POLLIN)
+
+    def wait(self, seconds: float) -> bool:
+        """Whether a reply (or the end of the pipe) is there within ``seconds``."""
+        return bool(self.poller.poll(max(0, math.ceil(seconds * 1000))))
 
 
 class WorkerPool:
@@ -905,15 +926,16 @@ class WorkerPool:
 
     def _start_worker(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        phase = self._ctx.RawValue("b", 0)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.target, self.memory_limit_mb, self.writer),
+            args=(child_conn, phase, self.target, self.memory_limit_mb, self.writer),
             name="sasci-kg-writer" if self.writer else "sasci-kg-query",
             daemon=True,
         )
         process.start()
         child_conn.close()
-        return _Worker(process, parent_conn)
+        return _Worker(process, parent_conn, phase)
 
     def _add(self, worker: _Worker) -> None:
         with self._cond:
@@ -1027,26 +1049,22 @@ class WorkerPool:
         worker that reported it is fine. Timeouts and crashes raise."""
         conn = worker.conn
         deadline = time.monotonic() + timeout
-        phase = "parse" if isinstance(job, QueryJob) else "run"
+        worker.phase.value = 0
         try:
             conn.send((job, timeout))
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not conn.poll(remaining):
-                    log.warning(
-                        "query worker %s killed after the %.1f s limit", worker.process.pid, timeout
-                    )
-                    raise QueryTimeoutError(timeout)
-                reply = conn.recv()
-                if reply[0] == "parsed":
-                    phase = "run"
-                    continue
-                if reply[0] == "error":
-                    return _rebuild_error(reply)
-                _, rows, seconds, info = reply
-                body = conn.recv_bytes()  # already serialised: arrives at once
-                return Outcome(body, rows=rows, seconds=seconds, info=info)
+            if not worker.wait(deadline - time.monotonic()):
+                log.warning(
+                    "query worker %s killed after the %.1f s limit", worker.process.pid, timeout
+                )
+                raise QueryTimeoutError(timeout)
+            reply = conn.recv()
+            if reply[0] == "error":
+                return _rebuild_error(reply)
+            _, rows, seconds, info = reply
+            body = conn.recv_bytes()  # already serialised: arrives at once
+            return Outcome(body, rows=rows, seconds=seconds, info=info)
         except (EOFError, OSError) as exc:
+            phase = "run" if worker.phase.value or not isinstance(job, QueryJob) else "parse"
             worker.process.join(timeout=1)
             exitcode = worker.process.exitcode
             log.error(
