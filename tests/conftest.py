@@ -1,5 +1,5 @@
 """Shared fixtures: a small two-graph store (via ``load_store``), the app and its test client,
-and ``live_server``: the real production server (gunicorn via ``run_server``) in a subprocess
+and ``live_server``: the real production server (granian via ``run_server``) in a subprocess
 on a free loopback port, stopped at the end with a check that it left no process behind."""
 
 from __future__ import annotations

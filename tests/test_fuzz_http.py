@@ -1,14 +1,14 @@
 """Fuzzing every HTTP route: random methods, paths, parameters, headers, bodies and encodings.
 
 In process (the Flask app over the real dataset, its queries in real worker processes) for
-volume, and through the production server (gunicorn) with raw bytes on a socket for what
+volume, and through the production server (granian) with raw bytes on a socket for what
 only a real server sees: broken request lines, bad header syntax, lying Content-Lengths,
 chunked bodies, non-UTF-8 targets. The properties:
 
 - never a 500 (nor a 502): only the intended limits may answer 5xx — 503 busy, 504 time
   limit, 507 result cap;
 - every refusal is a 4xx (or one of those limits) in the problem+json shape — except that a
-  browser asking for a missing page gets an HTML 404/410 page, and gunicorn itself answers
+  browser asking for a missing page gets an HTML 404/410 page, and the HTTP server itself answers
   requests that are not HTTP with its own plain 400;
 - no traceback and no header value with a line break, ever;
 - a 200 is never broken: SPARQL results and RDF bodies parse in the format they claim.
@@ -412,7 +412,7 @@ def test_production_server_answers_raw_garbage_cleanly(
     status, fields, payload = raw_exchange(server.url, request)
     _count("http: raw bytes to the production server", status)
     if status == 0:
-        return  # closed without a word: gunicorn's answer to some unparseable input
+        return  # closed without a word: the HTTP server's answer to some unparseable input
     assert status not in (500, 502), payload[:500]
     assert_no_traceback(payload)
     content_type = fields.get("Content-Type", "")
@@ -421,7 +421,7 @@ def test_production_server_answers_raw_garbage_cleanly(
         if payload:
             problem_shape(status, content_type, payload)
     elif status >= 400 and status not in HTML_PAGE_STATUSES:
-        # Not problem+json: only gunicorn's own refusal of a request that is not HTTP it
+        # Not problem+json: only the HTTP server's own refusal of a request that is not HTTP it
         # takes (RFC 9112: 400, 413, 414, 417, 431; 501 for an unknown transfer coding;
         # 505 for an unknown version).
         assert status in (400, 405, 413, 414, 417, 431, 501, 505), (status, fields, payload[:300])

@@ -1,4 +1,4 @@
-"""Load: the production server (gunicorn, real worker processes, the real dataset) under a
+"""Load: the production server (granian, real worker processes, the real dataset) under a
 real HTTP load generator (Debian's ``wrk``; a threads client where wrk is missing).
 
 Two mixes run at the same time for a fixed time: many connections of fast lookups (ASK, small
@@ -74,12 +74,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def http_worker(server: LiveServer) -> int:
-    """The gunicorn worker: the arbiter's child that runs the app (not a forkserver)."""
+    """The HTTP worker: the server's child that runs the app (not a forkserver)."""
     for pid in tree(server.process.pid)[1:]:
         if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(
                 server.process.pid):
             return pid
-    raise AssertionError("no gunicorn worker")
+    raise AssertionError("no HTTP worker")
 
 
 def tree_rss(server: LiveServer) -> int:

@@ -22,6 +22,9 @@ QUERY_FORMS = frozenset({"SELECT", "CONSTRUCT", "DESCRIBE", "ASK"})
 UPDATE_FORMS = frozenset(
     {"INSERT", "DELETE", "LOAD", "CLEAR", "CREATE", "DROP", "COPY", "MOVE", "ADD", "WITH"}
 )
+# Functions whose value changes from one evaluation to the next (SPARQL 1.1 §17.4): a query
+# that calls one has no single answer to keep, and neither has one that reaches a SERVICE.
+VOLATILE = frozenset({"RAND", "NOW", "UUID", "STRUUID", "BNODE", "SERVICE"})
 
 # ---------------------------------------------------------------------------------------
 # Errors (subclasses of the library tree in errors.py).
@@ -200,6 +203,7 @@ class Checked:
     form: str  # SELECT, CONSTRUCT, DESCRIBE, ASK, or UPDATE
     has_dataset_clause: bool  # the query names FROM / FROM NAMED graphs itself
     remote_iris: tuple[str, ...] = ()  # allowed SERVICE / LOAD targets
+    volatile: bool = False  # calls RAND, NOW, UUID, STRUUID or BNODE, or reaches a SERVICE
 
     @property
     def is_update(self) -> bool:
@@ -246,6 +250,7 @@ def _check(text: str, policy: Policy) -> Checked:
     base: str | None = None
     form: str | None = None
     has_dataset = False
+    volatile = False
     remote: list[str] = []
     i = 0
     while i < len(tokens):
@@ -274,6 +279,8 @@ def _check(text: str, policy: Policy) -> Checked:
                     line=line,
                     column=column,
                 )
+        if keyword in VOLATILE:
+            volatile = True
         if keyword == "FROM":
             has_dataset = True
         elif keyword in ("SERVICE", "LOAD"):
@@ -289,7 +296,8 @@ def _check(text: str, policy: Policy) -> Checked:
             line=line,
             column=column,
         )
-    return Checked(form=form, has_dataset_clause=has_dataset, remote_iris=tuple(remote))
+    return Checked(form=form, has_dataset_clause=has_dataset, remote_iris=tuple(remote),
+                   volatile=volatile)
 
 
 def _check_depth(text: str, tokens: Sequence[Token], limit: int) -> None:

@@ -25,11 +25,12 @@ access_log = logging.getLogger("sasci_kg.access")
 # endpoint name to app.config["SASCI_KG_READ_POST_ENDPOINTS"]).
 READ_METHODS = ("GET", "HEAD")
 SAFE_REQUEST_HEADERS = ("accept", "accept-language", "content-language", "content-type")
-EXPOSED_HEADERS = "Content-Disposition, Retry-After, Server-Timing, X-Result-Rows"
+EXPOSED_HEADERS = "Content-Disposition, ETag, Retry-After, Server-Timing, X-Result-Rows"
 
 
 def create_app(config: ServerConfig | None = None) -> Flask:
     """Build the app. Without ``config``, settings come from the environment (see config)."""
+    from .fastpath import QueryFastPath
     from .problems import init_app as init_problems
     from .sparql import Runtime
 
@@ -44,7 +45,8 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     register_blueprints(app)
     if config.cors:
         app.after_request(_cors)
-    wsgi: Callable[..., Any] = app.wsgi_app
+    # The lean route answers plain query requests before Flask (see fastpath).
+    wsgi: Callable[..., Any] = QueryFastPath(app, app.wsgi_app)
     if config.trusted_proxies:
         n = config.trusted_proxies
         wsgi = ProxyFix(wsgi, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

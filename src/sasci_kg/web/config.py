@@ -46,8 +46,9 @@ class ServerConfig:
     store: Path = _setting(default_store_path, help="the Oxigraph store directory to serve")
     host: str = _setting("127.0.0.1", help="address to listen on (loopback by default)")
     port: int = _setting(7878, help="TCP port to listen on")
-    http_workers: int = _setting(1, help="gunicorn worker processes (each has its own pool)")
-    http_threads: int = _setting(48, help="request threads per gunicorn worker")
+    server: str = _setting("granian", help="HTTP server: granian (fast, default) or gunicorn")
+    http_workers: int = _setting(1, help="HTTP worker processes (each has its own pool)")
+    http_threads: int = _setting(48, help="request threads per HTTP worker")
     query_workers: int = _setting(
         _default_query_workers, help="query processes per HTTP worker = queries run at once"
     )
@@ -61,6 +62,9 @@ class ServerConfig:
     max_result_bytes: int = _setting(64 * 1024 * 1024, help="largest result body, bytes")
     max_upload_bytes: int = _setting(16 * 1024 * 1024, help="largest Graph Store write body")
     worker_memory_mb: int = _setting(4096, help="address-space limit per query process; 0: none")
+    result_cache_mb: int = _setting(
+        64, help="query answers kept per store generation, MiB (per HTTP worker); 0: none"
+    )
     service_allow: tuple[str, ...] = _setting(
         (), help="IRI prefixes SERVICE/LOAD may reach (comma-separated); empty: none"
     )
@@ -133,13 +137,17 @@ def _validate(config: ServerConfig) -> None:
     for name in ("timeout", "max_timeout", "queue_timeout"):
         if not getattr(config, name) > 0:
             raise ConfigError(f"{name} must be more than 0 seconds")
-    if config.queue_size < 0 or config.trusted_proxies < 0 or config.worker_memory_mb < 0:
-        raise ConfigError("queue_size, trusted_proxies and worker_memory_mb cannot be negative")
+    if (config.queue_size < 0 or config.trusted_proxies < 0 or config.worker_memory_mb < 0
+            or config.result_cache_mb < 0):
+        raise ConfigError("queue_size, trusted_proxies, worker_memory_mb and result_cache_mb "
+                          "cannot be negative")
     if config.timeout > config.max_timeout:
         raise ConfigError(
             f"timeout ({config.timeout:g} s) is above max_timeout ({config.max_timeout:g} s); "
             "raise max_timeout or lower timeout"
         )
+    if config.server not in ("granian", "gunicorn"):
+        raise ConfigError(f"server must be granian or gunicorn, not {config.server!r}")
     if config.port > 65535:
         raise ConfigError(f"port {config.port} is not a TCP port (1-65535)")
     if config.updates and not config.update_token:

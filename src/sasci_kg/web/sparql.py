@@ -20,11 +20,13 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyoxigraph as ox
 from flask import Blueprint, Response, current_app, redirect, request, url_for
 from werkzeug.datastructures import CombinedMultiDict, MultiDict
+from werkzeug.http import parse_etags
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..errors import RemoteError
@@ -62,6 +64,7 @@ from .problems import (
     problem,
     remote_detail,
 )
+from .result_cache import CachedAnswer, ResultCache, SmallMemo, entity_tag
 
 bp = Blueprint("sparql", __name__)
 log = logging.getLogger("sasci_kg.web")
@@ -91,6 +94,10 @@ class Runtime:
             service_allow=config.service_allow,
             default_prefixes=PREFIXES,
         )
+        cache_bytes = config.result_cache_mb * 1024 * 1024
+        self.results = ResultCache(cache_bytes, max_entry_bytes=max(cache_bytes // 8, 1))
+        self._checked = SmallMemo(1024)
+        self._formats = SmallMemo(256)
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._writer: WorkerPool | None = None
@@ -145,6 +152,31 @@ class Runtime:
         with self._lock:
             self._info = outcome.info
         return outcome.info
+
+    def check(self, text: str) -> Checked:
+        """The guard's verdict on a query text, remembered for texts seen before (a refusal is
+        not remembered, nor a verdict that depends on DNS: SERVICE targets are checked anew)."""
+        checked: Checked | None = self._checked.get(text)
+        if checked is None:
+            checked = check_query(text, self.policy)
+            if not checked.remote_iris and len(text) <= 16 * 1024:
+                self._checked.put(text, checked)
+        return checked
+
+    def negotiate(self, accept: str | None, overrides: Sequence[str],
+                  offered: Sequence[Format]) -> Format:
+        """The response format (as :func:`choose_format`), remembered per request shape."""
+        key = (accept, tuple(overrides), offered[0].key)
+        fmt: Format | None = self._formats.get(key)
+        if fmt is None:
+            fmt = choose_format(accept, overrides, offered)
+            if len(accept or "") <= 1024:
+                self._formats.put(key, fmt)
+        return fmt
+
+    def generation(self) -> tuple[int, int] | None:
+        """The store generation now (None for a remote engine: nothing is cached for it)."""
+        return None if self.config.is_remote else store_generation(self.config.store)
 
     def cached_info(self) -> Mapping[str, Any] | None:
         with self._lock:
@@ -243,9 +275,9 @@ def check_absolute_iri(value: str, name: str) -> None:
         raise BadRequestError(problem_text) from None
 
 
-def time_limit(params: MultiDict[str, str]) -> float:
+def time_limit(params: MultiDict[str, str], config: ServerConfig | None = None) -> float:
     """The ``timeout`` parameter in seconds, clamped to the maximum; the default without one."""
-    config = get_config()
+    config = config or get_config()
     raw = single(params, "timeout")
     if raw is None or raw == "":
         return config.timeout
@@ -295,9 +327,10 @@ def execute_query(
     default_graph: Sequence[str] | None = None,
     named_graphs: Sequence[str] | None = None,
     checked: Checked | None = None,
+    runtime: Runtime | None = None,
 ) -> Outcome:
     """Check and run a query in a worker, serialised as ``fmt``; raises library errors."""
-    runtime = get_runtime()
+    runtime = runtime or get_runtime()
     config = runtime.config
     checked = checked or check_query(text, runtime.policy)
     dataset = bool(default_graph) or bool(named_graphs)
@@ -320,10 +353,90 @@ def offered_for(checked: Checked) -> Sequence[Format]:
     return GRAPH_FORMATS if checked.returns_graph else RESULT_FORMATS
 
 
-@bp.route("/query", methods=["GET", "HEAD", "POST"], endpoint="query")
-@bp.route("/sparql", methods=["GET", "HEAD", "POST"], endpoint="query")  # first: url_for's pick
-def query() -> BaseResponse:
-    """SPARQL 1.1 Protocol §2.1: the query operation; without a query, the description."""
+@dataclass(frozen=True)
+class QueryAnswer:
+    """A finished answer to a query request, independent of the web framework: the Flask view
+    and the lean WSGI route (:mod:`.fastpath`) both send it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+# Conditional requests are answered for GET and HEAD only: RFC 9110 §13.1.2 asks for 412, not
+# 304, on other methods, and a POSTed query's answer is not a representation of /sparql.
+CONDITIONAL_METHODS = ("GET", "HEAD")
+
+
+def answer_query(
+    runtime: Runtime,
+    params: MultiDict[str, str],
+    text: str,
+    *,
+    method: str,
+    accept: str | None,
+    if_none_match: str | None = None,
+) -> QueryAnswer:
+    """Check, negotiate and run one query request (SPARQL 1.1 Protocol §2.1) — from the
+    cache when this store generation has answered it before. Raises library errors."""
+    if not text.strip():
+        raise BadRequestError("the query parameter is empty")
+    config = runtime.config
+    default_graph = graph_iris(params, "default-graph-uri")
+    named_graphs = graph_iris(params, "named-graph-uri")
+    limit = time_limit(params, config)
+    download = wants_download(params)
+    checked = runtime.check(text)
+    fmt = runtime.negotiate(accept, format_overrides(params), offered_for(checked))
+    answer = _cached_or_run(runtime, text, fmt, checked, default_graph, named_graphs, limit)
+    headers = [("Content-Type", fmt.content_type), ("Vary", "Accept")]
+    conditional = method in CONDITIONAL_METHODS
+    if conditional:
+        # The answer is fixed until the next load: caches keep it, and revalidate (ETag).
+        headers += [("ETag", f'"{answer.etag}"'), ("Cache-Control", "no-cache")]
+        if if_none_match and _matches(if_none_match, answer.etag):
+            return QueryAnswer(304, headers[1:], b"")
+    headers += [
+        ("X-Result-Rows", str(answer.rows)),
+        ("Server-Timing", f"exec;dur={answer.seconds * 1000:.1f}"),
+    ]
+    if download:
+        headers.append(("Content-Disposition", content_disposition(fmt, "query-result")))
+    return QueryAnswer(200, headers, answer.body)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match's weak comparison (RFC 9110 §13.1.2) against our strong tag."""
+    tags = parse_etags(if_none_match)
+    return tags.star_tag or tags.contains_weak(etag)
+
+
+def _cached_or_run(
+    runtime: Runtime, text: str, fmt: Format, checked: Checked,
+    default_graph: Sequence[str], named_graphs: Sequence[str], limit: float,
+) -> CachedAnswer:
+    generation = None if checked.volatile else runtime.generation()
+    key = (text, fmt.media_type, tuple(default_graph), tuple(named_graphs))
+    if generation is not None:
+        cached = runtime.results.get(generation, key)
+        if cached is not None:
+            return cached
+    outcome = execute_query(
+        text, fmt, timeout=limit, default_graph=default_graph, named_graphs=named_graphs,
+        checked=checked, runtime=runtime,
+    )
+    answer = CachedAnswer(outcome.body, outcome.rows, outcome.seconds,
+                          entity_tag(fmt.media_type, outcome.body))
+    # Kept under the generation the worker answered from (a load may have swapped since).
+    worked_on = outcome.info.get("generation")
+    if generation is not None and worked_on is not None:
+        runtime.results.put(tuple(worked_on), key, answer)
+    return answer
+
+
+def read_query_request() -> tuple[MultiDict[str, str], str | None]:
+    """The parameters and query text of a request to the query endpoint (400/415 if the
+    request is not a query operation)."""
     if request.method == "POST" and request.mimetype == "application/sparql-update":
         raise WrongOperationError(
             "this is a SPARQL Update body, and this endpoint only answers queries; "
@@ -334,25 +447,30 @@ def query() -> BaseResponse:
         raise WrongOperationError(
             "the update parameter belongs to /update; this endpoint only answers queries"
         )
+    return params, text
+
+
+@bp.route("/query", methods=["GET", "HEAD", "POST"], endpoint="query")
+@bp.route("/sparql", methods=["GET", "HEAD", "POST"], endpoint="query")  # first: url_for's pick
+def query() -> BaseResponse:
+    """SPARQL 1.1 Protocol §2.1: the query operation; without a query, the description.
+
+    Most query requests never reach this view: :mod:`.fastpath` answers them in front of Flask
+    with the same :func:`answer_query`. What it passes on (no query, a chunked body, anything
+    unusual) is read here.
+    """
+    params, text = read_query_request()
     if text is None:
         if request.method == "POST":
             raise BadRequestError("no query: send it as the query parameter or the body")
         return service_description(params)
-    if not text.strip():
-        raise BadRequestError("the query parameter is empty")
-    default_graph = graph_iris(params, "default-graph-uri")
-    named_graphs = graph_iris(params, "named-graph-uri")
-    limit = time_limit(params)
-    download = wants_download(params)
-    checked = check_query(text, get_runtime().policy)
-    fmt = negotiated(params, offered_for(checked))
-    outcome = execute_query(
-        text, fmt, timeout=limit, default_graph=default_graph, named_graphs=named_graphs,
-        checked=checked,
+    answer = answer_query(
+        get_runtime(), params, text, method=request.method,
+        accept=request.headers.get("Accept"), if_none_match=request.headers.get("If-None-Match"),
     )
-    response = rdf_response(outcome.body, fmt, download="query-result" if download else None)
-    response.headers["X-Result-Rows"] = str(outcome.rows)
-    response.headers["Server-Timing"] = f"exec;dur={outcome.seconds * 1000:.1f}"
+    response = Response(answer.body, status=answer.status)
+    for name, value in answer.headers:
+        response.headers[name] = value
     return response
 
 

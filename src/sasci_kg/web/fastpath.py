@@ -1,0 +1,148 @@
+"""The lean route for ``/sparql`` (and ``/query``): plain WSGI in front of Flask.
+
+A query request is the endpoint's hot path, and Flask's request and response objects, URL
+routing and hooks cost more than a light query itself. :class:`QueryFastPath` reads the common
+query requests itself — GET with a query string, POST as a form or as
+``application/sparql-query`` with a Content-Length — and answers them with the same
+:func:`~.sparql.answer_query` as the Flask view: the same guard, negotiation, worker pool,
+caps, cache and headers. Errors become the same problem+json responses, made by Flask's own
+error handlers. Whatever it does not fully understand (no query, repeated or conflicting
+parameters, a chunked body, a URL with raw non-ASCII bytes, other paths and methods) it passes
+on to Flask untouched, so the two can never disagree on what a request means.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Flask
+from werkzeug.datastructures import MultiDict
+
+from . import EXPOSED_HEADERS
+from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query
+
+QUERY_PATHS = frozenset({"/sparql", "/query"})
+SPARQL_QUERY = "application/sparql-query"
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _PassOn(Exception):
+    """This request is for the Flask view."""
+
+
+class QueryFastPath:
+    """WSGI middleware answering plain query requests without Flask; the rest goes to ``wsgi``."""
+
+    def __init__(self, app: Flask, wsgi: WsgiApp):
+        self.app = app
+        self.wsgi = wsgi
+        self.runtime: Runtime = app.extensions["sasci_kg"]
+        self.cors = self.runtime.config.cors
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") not in QUERY_PATHS:
+            return self.wsgi(environ, start_response)
+        try:
+            params, text = self._read(environ)
+        except _PassOn:
+            return self.wsgi(environ, start_response)
+        method = environ["REQUEST_METHOD"]
+        try:
+            answer = answer_query(
+                self.runtime, params, text, method=method,
+                accept=environ.get("HTTP_ACCEPT"),
+                if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure gets Flask's problem response
+            return self._problem(exc, environ, start_response)
+        headers = answer.headers
+        if self.cors:
+            headers = [*headers, ("Access-Control-Allow-Origin", "*"),
+                       ("Access-Control-Expose-Headers", EXPOSED_HEADERS)]
+        if answer.status != 304:
+            headers = [*headers, ("Content-Length", str(len(answer.body)))]
+        status = HTTPStatus(answer.status)
+        start_response(f"{status.value} {status.phrase}", headers)
+        return [] if method == "HEAD" or answer.status == 304 else [answer.body]
+
+    def _read(self, environ: dict[str, Any]) -> tuple[MultiDict[str, str], str]:
+        """The parameters and the query text, or :class:`_PassOn`. A body read here is put
+        back (as a new stream) before the request is passed on."""
+        method = environ.get("REQUEST_METHOD")
+        query_string = environ.get("QUERY_STRING", "")
+        if not query_string.isascii():
+            raise _PassOn
+        url_params = parse_qsl(query_string, keep_blank_values=True, errors="werkzeug.url_quote")
+        if method in ("GET", "HEAD"):
+            params: MultiDict[str, str] = MultiDict(url_params)
+            return params, _only_query(params)
+        if method != "POST":
+            raise _PassOn
+        mimetype, _, options = environ.get("CONTENT_TYPE", "").partition(";")
+        mimetype = mimetype.strip().lower()
+        if mimetype not in (FORM_URLENCODED, SPARQL_QUERY):
+            raise _PassOn
+        body = self._body(environ)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _PassOn from None
+        if mimetype == SPARQL_QUERY:
+            charset = options.partition("charset=")[2].strip().strip('"').lower()
+            if (charset not in ("", "utf-8", "utf8") or "charset" in options and not charset
+                    or any(name in ("query", "update") for name, _ in url_params)):
+                raise _PassOn
+            params = MultiDict(url_params)
+            _only_query(params, body_query=True)
+            return params, text
+        form = parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")
+        in_url = {name for name, _ in url_params}
+        if any(name in in_url for name, _ in form if name in SINGLE_VALUED):
+            raise _PassOn
+        params = MultiDict(form + url_params)
+        return params, _only_query(params)
+
+    def _body(self, environ: dict[str, Any]) -> bytes:
+        """The whole request body (when it has a Content-Length within the limit)."""
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            raise _PassOn
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            raise _PassOn from None
+        if not 0 <= length <= self.runtime.config.max_body_bytes:
+            raise _PassOn
+        body: bytes = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)  # for Flask, if the request is passed on
+        if len(body) != length:
+            raise _PassOn
+        return body
+
+    def _problem(self, exc: Exception, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """The error response Flask's handlers give (problem+json, CORS, Retry-After, …)."""
+        app = self.app
+        with app.request_context(environ):
+            response = app.make_response(app.handle_user_exception(exc))
+            response = app.process_response(response)
+        result: Iterable[bytes] = response(environ, start_response)
+        return result
+
+
+def _only_query(params: MultiDict[str, str], *, body_query: bool = False) -> str:
+    """The one query text (:class:`_PassOn` for anything else: none, several, an update, a
+    single-valued parameter given twice)."""
+    if "update" in params or any(len(params.getlist(n)) > 1 for n in SINGLE_VALUED if n in params):
+        raise _PassOn
+    if body_query:
+        return ""
+    text = params.get("query")
+    if text is None:
+        raise _PassOn
+    return text

@@ -1,0 +1,111 @@
+"""Query results kept per store generation: the graph changes only when a load swaps a new
+store in, so the same query over the same store gives the same bytes until then.
+
+A :class:`ResultCache` holds finished answers (already serialised, as the worker sent them)
+under the store generation that produced them, least recently used first out, within a byte
+budget; a new generation empties it. Every answer also gets a strong entity tag from its media
+type and bytes (:func:`entity_tag`), so a client can revalidate with ``If-None-Match`` and get
+a 304 whether or not its answer is still in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+
+def entity_tag(media_type: str, body: bytes) -> str:
+    """The (unquoted) strong entity tag of a body in a media type: equal bytes, equal tag."""
+    digest = hashlib.blake2b(media_type.encode("ascii", "replace"), digest_size=16)
+    digest.update(b"\n")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A finished answer: the body, its row count, what it took to compute, its tag."""
+
+    body: bytes
+    rows: int
+    seconds: float
+    etag: str
+
+
+class ResultCache:
+    """A thread-safe LRU of answers for one store generation at a time.
+
+    ``max_bytes`` bounds the bodies held in all (0 switches the cache off); an answer over
+    ``max_entry_bytes`` is never kept, so one big result cannot push out many small ones.
+    """
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int):
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = min(max_entry_bytes, max_bytes)
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, CachedAnswer] = OrderedDict()
+        self._generation: Any = None
+        self._size = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, generation: Any, key: Hashable) -> CachedAnswer | None:
+        """The answer kept for ``key`` under ``generation``, if any (and mark it recent)."""
+        if self.max_bytes <= 0:
+            return None
+        with self._lock:
+            if generation != self._generation:
+                self.misses += 1
+                return None
+            answer = self._entries.get(key)
+            if answer is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return answer
+
+    def put(self, generation: Any, key: Hashable, answer: CachedAnswer) -> None:
+        """Keep ``answer``; an answer of a newer generation first drops every older one."""
+        size = len(answer.body)
+        if self.max_bytes <= 0 or size > self.max_entry_bytes or generation is None:
+            return
+        with self._lock:
+            if generation != self._generation:
+                self._entries.clear()
+                self._size = 0
+                self._generation = generation
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._size -= len(old.body)
+            self._entries[key] = answer
+            self._size += size
+            while self._size > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._size -= len(dropped.body)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"entries": len(self._entries), "bytes": self._size,
+                    "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses}
+
+
+class SmallMemo:
+    """A bounded memo for cheap-to-recompute, often-repeated values (checked query texts,
+    negotiated formats): when full it is simply emptied, which keeps it trivially correct."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._values: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable) -> Any:
+        return self._values.get(key)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if len(self._values) >= self.max_entries:
+            self._values = {}  # a plain dict swap: safe to race with readers under the GIL
+        self._values[key] = value

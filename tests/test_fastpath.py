@@ -1,0 +1,209 @@
+"""The lean /sparql route (web/fastpath.py) and the per-generation result cache.
+
+The lean route must mean exactly what the Flask view means: every request below is sent once
+through the app (lean route first) and once straight to Flask's own WSGI app, and the answers
+must agree in status, body and headers. Then: ETags and 304s (GET and HEAD only), answers kept
+per store generation and dropped by a swap, volatile queries never kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from conftest import TRIG, app_for, make_store
+from flask import Flask
+from werkzeug.test import Client
+
+from sasci_kg.web.result_cache import CachedAnswer, ResultCache
+
+NAMES = "SELECT ?name WHERE { ?s schema:name ?name } ORDER BY ?name"
+FORM = "application/x-www-form-urlencoded"
+
+# (method, query string, body, content type, headers)
+REQUESTS: list[tuple[str, str, bytes, str | None, dict[str, str]]] = [
+    ("GET", urlencode({"query": NAMES}), b"", None, {}),
+    ("HEAD", urlencode({"query": NAMES}), b"", None, {}),
+    ("GET", urlencode({"query": NAMES, "format": "csv"}), b"", None, {}),
+    ("GET", urlencode({"query": NAMES}), b"", None, {"Accept": "text/tab-separated-values"}),
+    ("GET", urlencode({"query": NAMES, "download": "1"}), b"", None, {}),
+    ("GET", urlencode({"query": "CONSTRUCT WHERE { ?s ?p ?o }"}), b"", None,
+     {"Accept": "text/turtle"}),
+    ("GET", urlencode({"query": "ASK {}", "timeout": "1"}), b"", None, {}),
+    ("GET", urlencode([("query", NAMES), ("default-graph-uri",
+                                         "https://w3id.org/sasci-kg/graph/source/alpha")]),
+     b"", None, {}),
+    ("POST", "", urlencode({"query": NAMES}).encode(), FORM, {}),
+    ("POST", "format=json", NAMES.encode(), "application/sparql-query", {}),
+    ("POST", "", NAMES.encode(), "application/sparql-query; charset=UTF-8", {}),
+    # refusals, each answered by the same problem+json as the view gives
+    ("GET", urlencode({"query": "SELECT * WHERE { ?s ?p }"}), b"", None, {}),
+    ("GET", urlencode({"query": NAMES}), b"", None, {"Accept": "image/png"}),
+    ("GET", urlencode({"query": "   "}), b"", None, {}),
+    ("GET", urlencode({"query": NAMES, "timeout": "soon"}), b"", None, {}),
+    ("GET", urlencode({"query": NAMES, "default-graph-uri": "not an iri"}), b"", None, {}),
+    ("GET", urlencode({"query": "SELECT * { SERVICE <http://10.0.0.1/> { ?s ?p ?o } }"}),
+     b"", None, {}),
+    ("GET", urlencode({"query": "INSERT DATA { <a:b> <a:c> <a:d> }"}), b"", None, {}),
+    ("GET", urlencode({"query": "ASK { FILTER(" + "(" * 80 + "1" + ")" * 80 + ") }"}),
+     b"", None, {}),
+    ("GET", urlencode({"query": "SELECT * { ?s ?p ?o . ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }",
+                       "timeout": "0.3"}), b"", None, {}),
+    # passed on to the view: no query, twice a query, an update, both URL and body, …
+    ("GET", "", b"", None, {"Accept": "text/turtle"}),
+    ("GET", urlencode([("query", NAMES), ("query", NAMES)]), b"", None, {}),
+    ("GET", urlencode({"update": "CLEAR ALL"}), b"", None, {}),
+    ("POST", urlencode({"query": NAMES}), urlencode({"query": NAMES}).encode(), FORM, {}),
+    ("POST", "query=ASK{}", NAMES.encode(), "application/sparql-query", {}),
+    ("POST", "", NAMES.encode(), "application/sparql-query; charset=latin-1", {}),
+    ("POST", "", b"\xff\xfe", "application/sparql-query", {}),
+    ("POST", "", NAMES.encode(), "text/plain", {}),
+    ("POST", "", b"CLEAR ALL", "application/sparql-update", {}),
+    ("PUT", urlencode({"query": NAMES}), b"", None, {}),
+]
+
+# Headers that may differ between two runs of the same request.
+VOLATILE_HEADERS = {"server-timing", "date"}
+
+
+@pytest.fixture(scope="module")
+def app(store_path: Path) -> Iterator[Flask]:
+    # result_cache_mb=0: both paths really run each query (the cache has its own tests).
+    with app_for(store_path, result_cache_mb=0) as application:
+        yield application
+
+
+def _send(client: Client, method: str, query_string: str, body: bytes,
+          content_type: str | None, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    response = client.open("/sparql", method=method, query_string=query_string, data=body,
+                           content_type=content_type, headers=headers)
+    fields = {k.lower(): v for k, v in response.headers.items()
+              if k.lower() not in VOLATILE_HEADERS}
+    return response.status_code, fields, response.get_data()
+
+
+@pytest.mark.parametrize("request_", REQUESTS, ids=[f"{r[0]} {r[1][:40]} {r[3]}"
+                                                     for r in REQUESTS])
+def test_the_lean_route_answers_as_the_flask_view_does(app: Flask, request_: Any) -> None:
+    lean = Client(app)  # app.wsgi_app: access log → lean route → Flask
+    view = Client(lambda environ, start: Flask.wsgi_app(app, environ, start))  # Flask only
+    got = _send(lean, *request_)
+    expected = _send(view, *request_)
+    assert got[0] == expected[0], (got, expected)
+    assert got[2] == expected[2]
+    assert got[1] == expected[1]
+
+
+def test_the_lean_route_really_answers_plain_queries(app: Flask, monkeypatch: Any) -> None:
+    # The Flask view is not reached for a plain GET or POST query …
+    from sasci_kg.web import sparql
+
+    seen: list[str] = []
+    original = sparql.read_query_request
+
+    def spy() -> Any:
+        seen.append("view")
+        return original()
+
+    monkeypatch.setattr(sparql, "read_query_request", spy)
+    client = app.test_client()
+    assert client.get("/sparql", query_string={"query": NAMES}).status_code == 200
+    assert client.post("/sparql", data={"query": NAMES}).status_code == 200
+    assert client.post("/query", data=NAMES, content_type="application/sparql-query"
+                       ).status_code == 200
+    assert seen == []
+    # … and is for a request it passes on.
+    assert client.get("/sparql", headers={"Accept": "text/turtle"}).status_code == 200
+    assert seen == ["view"]
+
+
+def test_get_answers_carry_an_etag_and_revalidate_with_304(fresh_store: Path) -> None:
+    with app_for(fresh_store) as app:
+        client = app.test_client()
+        first = client.get("/sparql", query_string={"query": NAMES})
+        etag = first.headers["ETag"]
+        assert etag.startswith('"') and first.headers["Cache-Control"] == "no-cache"
+        for condition in (etag, "W/" + etag, f'"other", {etag}', "*"):
+            again = client.get("/sparql", query_string={"query": NAMES},
+                               headers={"If-None-Match": condition})
+            assert again.status_code == 304, condition
+            assert again.get_data() == b""
+            assert again.headers["ETag"] == etag and again.headers["Vary"] == "Accept"
+        head = client.head("/sparql", query_string={"query": NAMES},
+                           headers={"If-None-Match": etag})
+        assert head.status_code == 304
+        changed = client.get("/sparql", query_string={"query": NAMES},
+                             headers={"If-None-Match": '"something-else"'})
+        assert changed.status_code == 200 and changed.get_data() == first.get_data()
+        # Another format is another representation, with another tag.
+        csv = client.get("/sparql", query_string={"query": NAMES, "format": "csv"})
+        assert csv.headers["ETag"] != etag
+        # A POSTed query is not a representation of /sparql: no tag, no 304 (RFC 9110 §13.1.2).
+        posted = client.post("/sparql", data={"query": NAMES}, headers={"If-None-Match": etag})
+        assert posted.status_code == 200 and "ETag" not in posted.headers
+        assert posted.get_data() == first.get_data()
+
+
+def test_answers_are_kept_per_store_generation(fresh_store: Path, monkeypatch: Any) -> None:
+    with app_for(fresh_store) as app:
+        runtime = app.extensions["sasci_kg"]
+        runs: list[str] = []
+        pool = runtime.pool()
+        original = pool.run
+
+        def counting(job: Any, **kwargs: Any) -> Any:
+            runs.append(getattr(job, "sparql", ""))
+            return original(job, **kwargs)
+
+        monkeypatch.setattr(pool, "run", counting)
+        client = app.test_client()
+        ask = "ASK { ?s schema:name 'Cyrus' }"
+        assert client.get("/sparql", query_string={"query": ask}).json["boolean"] is False
+        assert client.post("/sparql", data={"query": ask}).json["boolean"] is False
+        assert client.get("/sparql", query_string={"query": ask}).json["boolean"] is False
+        assert runs == [ask]  # once: the two repeats came from the cache
+        assert runtime.results.stats()["hits"] == 2
+        # A load swaps a new store in: the kept answer is for the old one, and is not used.
+        make_store(fresh_store, TRIG.replace('"Cy"', '"Cyrus"'))
+        assert client.get("/sparql", query_string={"query": ask}).json["boolean"] is True
+        assert runs == [ask, ask]
+
+
+def test_volatile_queries_are_never_kept(fresh_store: Path) -> None:
+    with app_for(fresh_store) as app:
+        client = app.test_client()
+        query = "SELECT (RAND() AS ?r) (STRUUID() AS ?u) WHERE {}"
+        answers = {client.get("/sparql", query_string={"query": query}).get_data()
+                   for _ in range(3)}
+        assert len(answers) == 3
+        assert app.extensions["sasci_kg"].results.stats()["entries"] == 0
+
+
+def test_the_cache_can_be_switched_off(fresh_store: Path) -> None:
+    with app_for(fresh_store, result_cache_mb=0) as app:
+        client = app.test_client()
+        for _ in range(2):
+            assert client.get("/sparql", query_string={"query": NAMES}).status_code == 200
+        assert app.extensions["sasci_kg"].results.stats()["entries"] == 0
+
+
+def test_result_cache_keeps_within_its_budget() -> None:
+    cache = ResultCache(max_bytes=100, max_entry_bytes=40)
+
+    def answer(size: int) -> CachedAnswer:
+        return CachedAnswer(b"x" * size, rows=1, seconds=0.0, etag=str(size))
+
+    for key in range(5):
+        cache.put((1, 1), key, answer(30))
+    stats = cache.stats()
+    assert stats["bytes"] <= 100 and stats["entries"] == 3
+    assert cache.get((1, 1), 0) is None and cache.get((1, 1), 4) is not None  # oldest out
+    cache.put((1, 1), "big", answer(41))  # over the per-answer bound: never kept
+    assert cache.get((1, 1), "big") is None
+    cache.put((2, 2), "new", answer(10))  # a new generation drops the old answers
+    assert cache.get((1, 1), 4) is None and cache.stats()["entries"] == 1
+    assert json.dumps(cache.stats())
