@@ -645,6 +645,10 @@ def _build_and_load_if_missing(store: Path, data_dir: Path, ontology_dir: Path,
               help="HTTP worker processes [default: 1].")
 @click.option("--threads", "http_threads", type=int, default=None,
               help="Request threads per HTTP worker [default: 48].")
+@click.option("--server", type=click.Choice(["granian", "gunicorn"]), default=None,
+              help="HTTP server [default: granian].")
+@click.option("--result-cache-mb", type=int, default=None,
+              help="Query answers kept per store generation, MiB; 0: none [default: 64].")
 @click.option("--trusted-proxies", type=int, default=None,
               help="Reverse proxies whose X-Forwarded-* headers to trust [default: 0].")
 @click.option("--service-allow", multiple=True, metavar="PREFIX",

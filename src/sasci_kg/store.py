@@ -324,8 +324,8 @@ def load_store(
 
 def store_generation(path: Path | str) -> tuple[int, int] | None:
     """An identity of the store directory that changes when a load swaps a new one in."""
-    try:
-        st = os.stat(Path(path) / "CURRENT")
+    try:  # os.path, not pathlib: this runs on every query request
+        st = os.stat(os.path.join(path, "CURRENT"))
         directory = os.stat(path)
     except FileNotFoundError:
         return None
