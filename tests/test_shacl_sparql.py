@@ -357,6 +357,12 @@ def test_a_violation_is_planted_for_every_kind_of_constraint() -> None:
     assert shape_parameters() - covered == set()
 
 
+def test_a_store_on_disk_gives_the_same_results(planted: list[ox.Quad],
+                                                by_sparql: set[ShaclResult]) -> None:
+    on_disk = validate_quads(planted, ShapesGraph.from_file(SHAPES), on_disk=True)
+    assert normalise(on_disk) == by_sparql
+
+
 def test_the_build_fails_on_a_planted_violation_with_either_engine(
         planted: list[ox.Quad]) -> None:
     for engine in ("sparql", "auto"):
