@@ -207,3 +207,50 @@ def test_result_cache_keeps_within_its_budget() -> None:
     cache.put((2, 2), "new", answer(10))  # a new generation drops the old answers
     assert cache.get((1, 1), 4) is None and cache.stats()["entries"] == 1
     assert json.dumps(cache.stats())
+
+
+# ---------------------------------------------------------------------------------------
+# Pages kept per store generation (web/page_cache.py).
+
+PAGE = "/id/person/ada"  # a person of the test store (conftest.TRIG)
+
+
+def test_pages_are_kept_per_generation_and_revalidate(fresh_store: Path,
+                                                      monkeypatch: Any) -> None:
+    with app_for(fresh_store) as app:
+        from sasci_kg.web import resources
+
+        pages = app.extensions["sasci_kg_pages"]
+        jobs: list[Any] = []  # the descriptions the pages are made from
+        original = resources.describe_resource
+        monkeypatch.setattr(resources, "describe_resource",
+                            lambda *a, **kw: jobs.append(a[1]) or original(*a, **kw))
+        client = app.test_client()
+        turtle = {"Accept": "text/turtle"}
+        first = client.get(PAGE, headers=turtle)
+        assert first.status_code == 200 and b"Ada Lovelace" in first.data
+        ran = len(jobs)
+        assert ran >= 1
+        again = client.get(PAGE, headers=turtle)
+        assert again.data == first.data and again.headers["ETag"] == first.headers["ETag"]
+        assert again.headers["Content-Type"] == first.headers["Content-Type"]
+        assert len(jobs) == ran  # from the cache: no query ran
+        head = client.head(PAGE, headers=turtle)
+        assert head.status_code == 200 and head.data == b"" and len(jobs) == ran
+        not_modified = client.get(PAGE, headers={**turtle,
+                                                 "If-None-Match": first.headers["ETag"]})
+        assert not_modified.status_code == 304 and not_modified.data == b""
+        assert not_modified.headers["ETag"] == first.headers["ETag"]
+        html = client.get(PAGE, headers={"Accept": "text/html"})  # another representation
+        assert html.mimetype == "text/html" and html.headers["ETag"] != first.headers["ETag"]
+        assert pages.stats()["entries"] == 2
+        # A missing page is answered once (not kept, not run twice) …
+        before = len(jobs)
+        assert client.get("/id/person/nobody", headers=turtle).status_code == 404
+        missing_jobs = len(jobs) - before
+        assert client.get("/id/person/nobody", headers=turtle).status_code == 404
+        assert len(jobs) - before == 2 * missing_jobs
+        # … and a load makes every kept page old.
+        make_store(fresh_store, TRIG.replace("Ada Lovelace", "Ada King"))
+        after = client.get(PAGE, headers=turtle)
+        assert b"Ada King" in after.data and after.headers["ETag"] != first.headers["ETag"]

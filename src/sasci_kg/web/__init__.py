@@ -31,6 +31,7 @@ EXPOSED_HEADERS = "Content-Disposition, ETag, Retry-After, Server-Timing, X-Resu
 def create_app(config: ServerConfig | None = None) -> Flask:
     """Build the app. Without ``config``, settings come from the environment (see config)."""
     from .fastpath import QueryFastPath
+    from .page_cache import PageCache
     from .problems import init_app as init_problems
     from .sparql import Runtime
 
@@ -45,8 +46,12 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     register_blueprints(app)
     if config.cors:
         app.after_request(_cors)
-    # The lean route answers plain query requests before Flask (see fastpath).
+    # The lean route answers plain query requests before Flask (see fastpath); pages are kept
+    # per store generation (see page_cache).
+    runtime = app.extensions["sasci_kg"]
     wsgi: Callable[..., Any] = QueryFastPath(app, app.wsgi_app)
+    wsgi = PageCache(wsgi, runtime.generation, config.result_cache_mb * 1024 * 1024 // 2)
+    app.extensions["sasci_kg_pages"] = wsgi
     if config.trusted_proxies:
         n = config.trusted_proxies
         wsgi = ProxyFix(wsgi, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
