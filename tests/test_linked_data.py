@@ -3,6 +3,7 @@ negotiation, pages with provenance, retired IRIs (301/410), downloads and the JS
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -23,7 +24,7 @@ from project import DATA, ONTOLOGY, SOURCES, built_dataset, load_real_store
 
 from sasci_kg.build import build_dataset, load_inputs
 from sasci_kg.errors import FactsError
-from sasci_kg.export import JSONLD_CONTEXT, serialize_quads
+from sasci_kg.export import JSONLD_CONTEXT, gzip_bytes, serialize_quads
 from sasci_kg.store import load_store
 from sasci_kg.vocab import BASE
 from sasci_kg.void import DOWNLOADS, META_GRAPH, data_quads, normalise
@@ -283,6 +284,11 @@ def test_void_page_lists_downloads(client: FlaskClient) -> None:
         assert f'href="/download/{download.filename}"' in html
     assert client.get("/download/").headers["Location"].endswith(
         "/.well-known/void.html#downloads")
+    # Once a download has been made, the page gives its size and sha256.
+    made = client.get("/download/sasci-kg.nt")
+    html = page(client, "/.well-known/void")
+    assert f'<td class="num">{len(made.data)}</td>' in html
+    assert hashlib.sha256(made.data).hexdigest() in html
 
 
 def test_resource_pages_are_fast(client: FlaskClient) -> None:
@@ -315,23 +321,50 @@ def test_downloads_match_the_export_and_the_void(client: FlaskClient, download: 
     if download.gzip:
         assert response.mimetype == "application/gzip"
         assert gzip.decompress(response.data) == expected
+        assert response.data == gzip_bytes(expected)  # reproducible, as `export --gzip`
     else:
         assert response.mimetype == download.media_type
         assert response.data == expected
     digest = hashlib.sha256(response.data).hexdigest()
     assert response.headers["ETag"] == f'"{digest}"'
+    assert response.headers["Repr-Digest"] == \
+        f"sha-256=:{base64.b64encode(hashlib.sha256(response.data).digest()).decode()}:"
+    # The VoID says where and in which format, nothing it cannot know at build time.
     void = parse(client.get("/.well-known/void.nq").data, "application/n-quads")
     stated = {(q.subject.value, q.predicate.value): q.object.value for q in void}
     node = download.node.value
-    assert stated[(node, "http://www.w3.org/ns/dcat#byteSize")] == str(len(response.data))
-    checksum = stated[(node, "http://spdx.org/rdf/terms#checksum")]
-    assert stated[(checksum, "http://spdx.org/rdf/terms#checksumValue")] == digest
+    assert stated[(node, "http://www.w3.org/ns/dcat#downloadURL")] == \
+        f"{BASE}download/{download.filename}"
+    assert stated[(node, "http://www.w3.org/ns/dcat#mediaType")] == \
+        f"http://www.iana.org/assignments/media-types/{download.media_type}"
     cached = client.get(f"/download/{download.filename}",
                         headers={"If-None-Match": response.headers["ETag"]})
     assert cached.status_code == 304 and cached.data == b""
     head = client.head(f"/download/{download.filename}")
     assert head.status_code == 200 and head.data == b""
     assert head.headers["Content-Length"] == str(len(response.data))
+    assert head.headers["ETag"] == response.headers["ETag"]
+    part = client.get(f"/download/{download.filename}", headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.data == response.data[10:20]
+    assert part.headers["Content-Range"] == f"bytes 10-19/{len(response.data)}"
+
+
+def test_downloads_are_made_once_into_a_file_beside_the_store(app: Flask,
+                                                              client: FlaskClient) -> None:
+    store = Path(app.config["SASCI_KG"].store)
+    first = client.get("/download/sasci-kg.ttl.gz")
+    assert first.status_code == 200
+    folder = store.parent / f".{store.name}.downloads"
+    (generation,) = [p for p in folder.iterdir() if p.is_dir()]
+    names = sorted(p.name for p in generation.iterdir())
+    # The gzip file was compressed from the plain one, made on the way.
+    plain = client.get("/download/sasci-kg.ttl")
+    assert f"sasci-kg.ttl.{hashlib.sha256(plain.data).hexdigest()}" in names
+    assert f"sasci-kg.ttl.gz.{hashlib.sha256(first.data).hexdigest()}" in names
+    made = {p: p.stat().st_mtime_ns for p in generation.iterdir()}
+    assert client.get("/download/sasci-kg.ttl.gz").data == first.data
+    assert {p: p.stat().st_mtime_ns for p in generation.iterdir()} == made  # not made again
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_unknown_download_is_404(client: FlaskClient) -> None:

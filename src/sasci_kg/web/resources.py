@@ -4,7 +4,8 @@
 app's mount point (``/`` by default; a SCRIPT_NAME or a trusted ``X-Forwarded-Prefix`` moves
 it). Routes: ``/id/…``, ``/vocab/…`` (resources), ``/graph/…`` (a named graph: its contents
 as data, a page about it for people), ``/def`` (the ontology), ``/.well-known/void`` (VoID and
-DCAT), ``/download/…`` (the whole dataset, built-time checksums as ETags) and
+DCAT), ``/download/…`` (the whole dataset, made on first request per store generation and
+sent from a file, its sha256 as the ETag: :mod:`sasci_kg.downloads`) and
 ``/context.jsonld``. Content negotiation follows the Cool URIs note: HTML for browsers, RDF by
 ``Accept`` or extension, ``Vary: Accept``, ``Link rel=alternate``. RDF keeps canonical IRIs;
 only HTML links point here. Lookups bind the IRI as a constant (:mod:`sasci_kg.describe`).
@@ -14,8 +15,10 @@ the same in front of a remote SPARQL engine.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -38,13 +41,22 @@ from ..describe import (
     describe_ontology,
     describe_resource,
 )
+from ..downloads import (
+    CachedDownload,
+    DownloadCache,
+    GenerationChangedError,
+    Maker,
+    store_maker,
+    store_token,
+    write_download,
+)
 from ..errors import NotFoundError
 from ..executor import StoreUnavailableError
 from ..export import JSONLD_CONTEXT, compact_jsonld, get_format, serialize_quads
 from ..remote import RemoteBackend
 from ..store import Backend, open_store, store_generation
 from ..vocab import BASE, ONTOLOGY_GRAPH, OWL, PREFIXES, SCHEME, VOCAB_GRAPH
-from ..void import DATASET, DOWNLOADS, META_GRAPH, data_quads, download_bytes, find_download
+from ..void import DATASET, DOWNLOADS, META_GRAPH, Download, find_download
 from .negotiation import (
     JSONLD,
     NQUADS,
@@ -560,28 +572,101 @@ def void(ext: str | None = None) -> BaseResponse:
 
 
 def _download_rows(gen: _Generation) -> list[dict[str, Any]]:
-    """Each download with its size and sha256 as the VoID states them."""
-    stated: dict[str, dict[str, str]] = {}
-    for quad in _graph_quads(gen, META_GRAPH.value):
-        stated.setdefault(quad.subject.value if isinstance(quad.subject, ox.NamedNode) else "",
-                          {})[quad.predicate.value] = getattr(quad.object, "value", "")
+    """Each download with its size and sha256 once it has been made (the VoID states
+    neither: they are known only when the server has made the file)."""
+    cache, generation, _make = _download_source(gen)
     rows = []
     for download in DOWNLOADS:
-        info = stated.get(download.node.value, {})
-        checksum = stated.get(info.get("http://spdx.org/rdf/terms#checksum", ""), {})
+        made = cache.find(generation, download) if generation else None
         rows.append({
             "filename": download.filename,
             "href": local_url(download.url.value),
             "media_type": "application/gzip" if download.gzip else download.media_type,
             "inner": download.media_type,
-            "bytes": info.get("http://www.w3.org/ns/dcat#byteSize"),
-            "sha256": checksum.get("http://spdx.org/rdf/terms#checksumValue"),
+            "bytes": made.size if made else None,
+            "sha256": made.sha256 if made else None,
         })
     return rows
 
 
 # ---------------------------------------------------------------------------------------
 # Downloads: /download/sasci-kg.ttl, … (each optionally .gz)
+
+
+def _download_source(gen: _Generation | None = None) -> tuple[DownloadCache, str | None, Maker]:
+    """Where the downloads of the served data are kept, the name of its generation (None:
+    no store) and how to make one: the embedded store in a child process that opens it, a
+    remote engine here, from the quads it sends."""
+    config = current_app.config["SASCI_KG"]
+    cache: DownloadCache | None = current_app.extensions.get("sasci_kg_downloads")
+    if not config.is_remote:
+        store = Path(config.store)
+        if cache is None:
+            cache = current_app.extensions["sasci_kg_downloads"] = DownloadCache.beside(store)
+        token = store_token(store)
+        return cache, token, store_maker(store, token or "")
+    if cache is None:
+        cache = current_app.extensions["sasci_kg_downloads"] = DownloadCache.private()
+    gen = gen or _site().current()
+    backend = gen.backend
+
+    def make(download: Download, out: Path) -> None:
+        write_download(backend.quads(), download, out)
+
+    return cache, hashlib.sha256(repr(gen.key).encode()).hexdigest()[:32], make
+
+
+class _FileBody:
+    """A response body read from a file opened now (a later load may remove the file: the
+    open descriptor still reads it). Closed once read to the end, when the server closes
+    the response, or when dropped unread (a 304, a HEAD, a test client)."""
+
+    def __init__(self, path: Path):
+        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def __iter__(self) -> _FileBody:
+        return self
+
+    def __next__(self) -> bytes:
+        block = os.read(self._fd, 1 << 20) if self._fd is not None else b""
+        if not block:
+            self.close()
+            raise StopIteration
+        return block
+
+    # What werkzeug needs to serve a range (206) without reading up to it.
+    def seekable(self) -> bool:
+        return self._fd is not None
+
+    def seek(self, offset: int) -> None:
+        if self._fd is not None:
+            os.lseek(self._fd, offset, os.SEEK_SET)
+
+    def tell(self) -> int:
+        return os.lseek(self._fd, 0, os.SEEK_CUR) if self._fd is not None else 0
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _open_download(download: Download) -> tuple[CachedDownload, _FileBody]:
+    """The download made (now, if it was not yet) and its file opened, retried when a load
+    replaces the store meanwhile."""
+    for _attempt in range(3):
+        cache, generation, make = _download_source()
+        if generation is None:
+            break
+        try:
+            made = cache.get(generation, download, make)
+            return made, _FileBody(made.path)
+        except (GenerationChangedError, FileNotFoundError):
+            continue  # a load swapped the store in; its files replaced ours
+    raise StoreUnavailableError("the store is being replaced; ask again in a moment")
 
 
 @bp.route("/download/", methods=["GET", "HEAD"])
@@ -592,29 +677,26 @@ def downloads_index() -> BaseResponse:
 
 @bp.route("/download/<filename>", methods=["GET", "HEAD"])
 def download(filename: str) -> BaseResponse:
-    """One export of the whole dataset: the bytes ``sasci-kg export`` writes, with the
-    build's sha256 as a strong ETag (If-None-Match → 304)."""
+    """One export of the whole dataset: the bytes ``sasci-kg export`` writes, made on the
+    first request of a store generation and then sent from a file, with its sha256 as a
+    strong ETag (If-None-Match → 304) and in ``Repr-Digest``; ranges are served (206)."""
     found = find_download(filename)
     if found is None:
         names = ", ".join(d.filename for d in DOWNLOADS)
         raise NotFoundError(f"there is no download called {filename!r}; there are: {names}")
-    gen = _site().current()
-
-    def make() -> tuple[bytes, str]:
-        quads = gen.cached("data-quads", lambda: list(data_quads(gen.backend.quads())))
-        body = download_bytes(quads, found)
-        return body, hashlib.sha256(body).hexdigest()
-
-    body, digest = gen.cached(("download", filename), make)
+    made, body = _open_download(found)
     content_type = "application/gzip" if found.gzip else get_format(found.format).media_type
     if content_type.startswith("text/"):
         content_type += "; charset=utf-8"
-    response = Response(body, content_type=content_type)
-    response.set_etag(digest)
+    response = Response(body, content_type=content_type, direct_passthrough=True)
+    response.content_length = made.size
+    response.set_etag(made.sha256)
+    digest = base64.b64encode(bytes.fromhex(made.sha256)).decode("ascii")
+    response.headers["Repr-Digest"] = f"sha-256=:{digest}:"  # RFC 9530
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "public, no-cache"
     response.headers["Link"] = f'<{_root()}/.well-known/void>; rel="describedby"'
-    return response.make_conditional(request)
+    return response.make_conditional(request, accept_ranges=True, complete_length=made.size)
 
 
 @bp.route("/context.jsonld", methods=["GET", "HEAD"])

@@ -1,0 +1,171 @@
+"""Downloads: made once per store generation into a file beside the store, published whole,
+the same bytes as the export, remade (and the old files removed) after a load."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyoxigraph as ox
+import pytest
+from conftest import app_for
+
+from sasci_kg.downloads import (
+    DownloadCache,
+    GenerationChangedError,
+    store_maker,
+    store_token,
+)
+from sasci_kg.errors import StoreError
+from sasci_kg.export import gzip_bytes
+from sasci_kg.store import LoadInput, load_store, open_store
+from sasci_kg.vocab import BASE
+from sasci_kg.void import META_GRAPH, Download, download_bytes
+
+TTL = Download("ttl", False)
+TTL_GZ = Download("ttl", True)
+
+
+def _quads(word: str) -> list[ox.Quad]:
+    graph = ox.NamedNode(BASE + "graph/source/x")
+    person = ox.NamedNode(BASE + "id/person/" + word)
+    return [
+        ox.Quad(person, ox.NamedNode("https://schema.org/name"), ox.Literal(word), graph),
+        ox.Quad(person, ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type"),
+                ox.NamedNode("https://schema.org/Person"), graph),
+        ox.Quad(ox.NamedNode(BASE + "id/dataset/sasci-kg"),
+                ox.NamedNode("http://rdfs.org/ns/void#triples"), ox.Literal("2"), META_GRAPH),
+    ]
+
+
+def _load(store: Path, word: str) -> None:
+    data = ox.serialize(_quads(word), format=ox.RdfFormat.N_QUADS) or b""
+    load_store(store, [LoadInput(format=ox.RdfFormat.N_QUADS, data=data)])
+
+
+class Counting:
+    """A maker that writes fixed bytes and counts its calls."""
+
+    def __init__(self, data: bytes = b"<a> <b> <c> .\n" * 1000):
+        self.data = data
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, download: Download, out: Path) -> None:
+        with self.lock:
+            self.calls += 1
+        out.write_bytes(self.data)
+
+
+def test_a_download_is_made_once_and_published_with_its_sha256(tmp_path: Path) -> None:
+    cache, make = DownloadCache(tmp_path / "cache"), Counting()
+    found: list[object] = []
+    threads = [threading.Thread(target=lambda: found.append(cache.get("g1", TTL, make)))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert make.calls == 1 and len(set(found)) == 1  # type: ignore[arg-type]
+    made = cache.get("g1", TTL, make)
+    assert made.sha256 == hashlib.sha256(make.data).hexdigest()
+    assert made.path == tmp_path / "cache" / "g1" / f"sasci-kg.ttl.{made.sha256}"
+    assert made.path.read_bytes() == make.data and made.size == len(make.data)
+    assert cache.find("g1", TTL) == made and cache.find("g2", TTL) is None
+
+
+def test_a_gzip_download_is_the_plain_one_compressed_reproducibly(tmp_path: Path) -> None:
+    cache, make = DownloadCache(tmp_path), Counting()
+    compressed = cache.get("g1", TTL_GZ, make)
+    assert compressed.path.read_bytes() == gzip_bytes(make.data)
+    assert cache.find("g1", TTL) is not None and make.calls == 1  # the plain one, on the way
+    cache.get("g1", TTL, make)
+    assert make.calls == 1
+
+
+def test_a_new_generation_removes_the_files_of_the_old(tmp_path: Path) -> None:
+    cache = DownloadCache(tmp_path)
+    cache.get("g1", TTL, Counting(b"old\n"))
+    (tmp_path / ".tmp-99999-sasci-kg.ttl").write_bytes(b"half")  # a killed maker's
+    new = cache.get("g2", TTL, Counting(b"new\n"))
+    assert not (tmp_path / "g1").exists()
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert new.path.read_bytes() == b"new\n"
+
+
+def test_a_failed_make_leaves_no_file(tmp_path: Path) -> None:
+    cache = DownloadCache(tmp_path)
+
+    def full_disk(download: Download, out: Path) -> None:
+        out.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(StoreError, match="No space left"):
+        cache.get("g1", TTL, full_disk)
+
+    def replaced(download: Download, out: Path) -> None:
+        raise GenerationChangedError("replaced")
+
+    with pytest.raises(GenerationChangedError):
+        cache.get("g1", TTL, replaced)
+    assert cache.find("g1", TTL) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+def test_a_store_that_cannot_be_written_beside_gets_a_private_cache(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    cache = DownloadCache.beside(tmp_path / "file" / "store")
+    assert cache.root.is_dir() and not cache.root.is_relative_to(tmp_path)
+    assert DownloadCache.beside(tmp_path / "store").root == tmp_path / ".store.downloads"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    _load(tmp_path / "store", "alice")
+    return tmp_path / "store"
+
+
+def test_the_store_maker_writes_the_export_in_a_child(store: Path, tmp_path: Path) -> None:
+    token = store_token(store)
+    assert token is not None
+    out = tmp_path / "out.ttl"
+    store_maker(store, token)(TTL, out)
+    backend = open_store(store)
+    expected = download_bytes(list(backend.quads()), TTL)
+    backend.close()
+    assert out.read_bytes() == expected
+    assert b"alice" in expected and b"void#triples" not in expected  # not the description
+    with pytest.raises(GenerationChangedError):
+        store_maker(store, token + "0")(TTL, tmp_path / "other.ttl")
+
+
+def test_every_load_is_a_new_generation(store: Path) -> None:
+    first = store_token(store)
+    _load(store, "alice")  # the same data, loaded again
+    assert store_token(store) not in (first, None)
+    assert store_token(store.parent / "nowhere") is None
+
+
+@pytest.fixture
+def client(store: Path) -> Iterator[object]:
+    with app_for(store, query_workers=1) as application:
+        yield application.test_client()
+
+
+def test_the_server_remakes_downloads_after_a_load(client: object, store: Path) -> None:
+    from flask.testing import FlaskClient
+
+    assert isinstance(client, FlaskClient)
+    first = client.get("/download/sasci-kg.nt", buffered=True)
+    assert first.status_code == 200 and b"alice" in first.data
+    folder = store.parent / ".store.downloads"
+    (old,) = [p for p in folder.iterdir() if p.is_dir()]
+    _load(store, "bob")
+    again = client.get("/download/sasci-kg.nt", buffered=True,
+                       headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 200 and b"bob" in again.data and b"alice" not in again.data
+    assert again.headers["ETag"] != first.headers["ETag"]
+    assert not old.exists() and len([p for p in folder.iterdir() if p.is_dir()]) == 1
