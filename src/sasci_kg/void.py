@@ -2,11 +2,17 @@
 
 :func:`describe_dataset` takes a built dataset (``build.BuildResult``) and gives the quads of
 the ``…/graph/meta`` graph: figures counted over the data graphs (never over itself), one
-subset per named graph with the source it came from, a distribution per download with its
-byte size and sha256, licence and rights, and the build as a PROV activity (when, from which
-files, with which software). :func:`download_bytes` makes a download's bytes, the same at
-build time and on the server. The build time is ``SOURCE_DATE_EPOCH``, else the last commit
-of the data folder, so the same inputs give the same bytes.
+subset per named graph with the source it came from, a distribution per download (its URL,
+media type and format), licence and rights, and the build as a PROV activity (when, from
+which files, with which software). The build time is ``SOURCE_DATE_EPOCH``, else the last
+commit of the data folder, so the same inputs give the same bytes.
+
+The downloads are not made at build time: serialising the whole dataset in six formats took
+most of a build (77 of 92 s at 10^6 triples) and more than doubled its memory, and their sizes and
+checksums could not be promised true anyway (``sasci-kg load FILE…`` adds graphs to the
+store, a remote engine may rewrite literals). The server makes each one from the store on
+first request (:mod:`sasci_kg.downloads`) and sends its sha256 as the ETag.
+:func:`download_bytes` gives a download's bytes.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +33,7 @@ import pyoxigraph as ox
 from . import __version__
 from .errors import FactsError, Problem
 from .export import FORMATS, get_format, gzip_bytes, serialize_quads
+from .facts import paused_gc
 from .vocab import (
     BASE,
     DCAT,
@@ -49,7 +57,6 @@ from .vocab import (
 if TYPE_CHECKING:
     from .build import BuildResult
 
-SPDX = Namespace("http://spdx.org/rdf/terms#")
 MEDIA_TYPES = Namespace("http://www.iana.org/assignments/media-types/")
 W3C_FORMATS = Namespace("http://www.w3.org/ns/formats/")
 
@@ -121,8 +128,8 @@ def download_bytes(quads: Iterable[ox.Quad], download: Download) -> bytes:
 
 def normalise(quads: Iterable[ox.Quad]) -> list[ox.Quad]:
     """The quads as a store gives them back (Oxigraph keeps some literals in canonical form,
-    e.g. ``"01"^^xsd:integer`` becomes ``"1"``), so figures and checksums computed at build
-    time match what the server later exports from the store."""
+    e.g. ``"01"^^xsd:integer`` becomes ``"1"``): what the downloads are made of, given the
+    quads of a build. (:func:`count` does the same for the few typed literals only.)"""
     store = ox.Store()
     store.extend(quads)
     return list(store)
@@ -190,14 +197,16 @@ def software() -> list[tuple[str, str]]:
 
 
 class _Writer:
-    def __init__(self, skip: set[ox.Triple]):
+    def __init__(self, said: frozenset[str]):
         self.quads: list[ox.Quad] = []
-        self.skip = skip
+        self.said = said  # what the data graphs say about META_SUBJECTS, as N-Triples
 
     def add(self, s: ox.NamedNode, p: ox.NamedNode, o: ox.NamedNode | ox.Literal) -> None:
-        triple = ox.Triple(s, p, o)
+        if not s.value.startswith(META_SUBJECTS):
+            raise RuntimeError(f"{s} is outside META_SUBJECTS: add its prefix there, or the "
+                               "description may repeat a triple of the data")
         # Each triple lives in one graph: what a data graph already says is not repeated.
-        if triple not in self.skip:
+        if f"{s} {p} {o}" not in self.said:
             self.quads.append(ox.Quad(s, p, o, META_GRAPH))
 
     def count(self, s: ox.NamedNode, p: ox.NamedNode, n: int) -> None:
@@ -221,9 +230,19 @@ def _namespace(iri: str) -> str:
     return iri[: cut + 1]
 
 
+# The subjects the description says things about: data triples about them are looked up
+# (each triple lives in one graph, so the description repeats none of them).
+META_SUBJECTS: tuple[str, ...] = (
+    str(GRAPH), *(ID.term(kind).value for kind in ("dataset/", "distribution/", "build/",
+                                                  "file/", "software/")),
+)
+_CHUNK = 100_000  # quads serialised and counted at a time: the memory stays small at 10^7
+_RDF_TYPE = f"<{RDF.type.value}>"
+
+
 @dataclass(frozen=True)
 class Figures:
-    """VoID figures of a set of quads (each triple counted once)."""
+    """VoID figures of a set of quads, as a store holds them (each quad counted once)."""
 
     triples: int
     entities: int
@@ -231,38 +250,105 @@ class Figures:
     distinct_objects: int
     classes: dict[str, int]  # class IRI → instances
     properties: dict[str, int]  # property IRI → triples
-    graphs: dict[str, int]  # graph IRI → triples
+    graphs: dict[str, int]  # graph IRI → triples ("" for the default graph)
+    examples: dict[str, str] = field(default_factory=dict)  # class IRI → its first instance
+    # N-Triples ``s p o`` of the triples whose subject is under one of the ``keep`` prefixes.
+    statements: frozenset[str] = frozenset()
 
 
-def count(quads: Iterable[ox.Quad]) -> Figures:
-    """Count what VoID reports. Entities are the distinct IRIs under ``…/id/`` used as
-    subjects (the dataset's ``void:uriSpace``)."""
-    triples: set[ox.Triple] = set()
-    graphs: dict[str, int] = {}
-    for quad in quads:
-        triples.add(quad.triple)
-        name = quad.graph_name.value if isinstance(quad.graph_name, ox.NamedNode) else ""
-        graphs[name] = graphs.get(name, 0) + 1
-    subjects: set[object] = set()
-    objects: set[object] = set()
-    instances: dict[str, set[object]] = {}
-    properties: dict[str, int] = {}
-    space = str(ID)
-    entities: set[str] = set()
-    for t in triples:
-        subjects.add(t.subject)
-        objects.add(t.object)
-        properties[t.predicate.value] = properties.get(t.predicate.value, 0) + 1
-        if isinstance(t.subject, ox.NamedNode) and t.subject.value.startswith(space):
-            entities.add(t.subject.value)
-        if t.predicate == RDF.type and isinstance(t.object, ox.NamedNode):
-            instances.setdefault(t.object.value, set()).add(t.subject)
+class _Tally:
+    """Counts N-Quads lines. Terms are compared as their N-Triples text, which is one to one
+    with the terms; reading them as strings is several times faster than as pyoxigraph
+    objects (each attribute access builds a new Python object)."""
+
+    def __init__(self, keep: tuple[str, ...]):
+        self.quads = 0
+        self.subjects: set[str] = set()
+        self.objects: set[str] = set()
+        self.instances: dict[str, set[str]] = {}
+        self.properties: dict[str, int] = {}
+        self.graphs: dict[str, int] = {}
+        self.keep = tuple("<" + prefix for prefix in keep)
+        self.statements: set[str] = set()
+        self.typed: list[str] = []  # lines with a typed literal, counted once normalised
+        self.skip = f"<{META_GRAPH.value}>"
+
+    def add(self, text: str, *, defer_typed: bool) -> None:
+        subjects, objects, properties, graphs = (self.subjects, self.objects, self.properties,
+                                                 self.graphs)
+        keep, skip = self.keep, self.skip
+        for line in text.split("\n"):
+            if not line:
+                continue
+            s, p, rest = line.split(" ", 2)
+            body = rest[:-2]  # without " ."
+            # The graph is the last term when it is an IRI with no '"' in it: an IRI holds
+            # neither spaces nor quotes, and the last space-separated piece of a literal
+            # always holds its closing quote.
+            cut = body.rfind(" ")
+            tail = body[cut + 1:] if cut >= 0 else ""
+            if tail[:1] == "<" and tail[-1:] == ">" and '"' not in tail:
+                o, g = body[:cut], tail
+            else:
+                o, g = body, ""
+            if g == skip:
+                continue
+            if defer_typed and o[0] == '"' and o[-1] == ">":
+                self.typed.append(line)
+                continue
+            self.quads += 1
+            subjects.add(s)
+            objects.add(o)
+            properties[p] = properties.get(p, 0) + 1
+            graphs[g] = graphs.get(g, 0) + 1
+            if p == _RDF_TYPE and o[0] == "<":
+                self.instances.setdefault(o, set()).add(s)
+            if s.startswith(keep):
+                self.statements.add(f"{s} {p} {o}")
+
+    def add_typed(self) -> None:
+        """Count the lines with typed literals as a store keeps them: Oxigraph writes some
+        in canonical form (``"01"^^xsd:integer`` is ``"1"``), which can merge two quads."""
+        if self.typed:
+            store = ox.Store()
+            store.load("\n".join(self.typed).encode("utf-8"), format=ox.RdfFormat.N_QUADS)
+            self.typed = []
+            text = (ox.serialize(store, format=ox.RdfFormat.N_QUADS) or b"").decode("utf-8")
+            self.add(text, defer_typed=False)
+
+
+def _iri(term: str) -> str:
+    return term[1:-1] if term.startswith("<") else term
+
+
+def count(quads: Iterable[ox.Quad], *, keep: tuple[str, ...] = ()) -> Figures:
+    """Count what VoID reports over ``quads`` but the description's own graph, as a store
+    would hold them. Entities are the distinct IRIs under ``…/id/`` used as subjects (the
+    dataset's ``void:uriSpace``). The input is taken to hold no quad twice (a build never
+    does: each triple lives in one graph)."""
+    tally = _Tally(keep)
+    items = iter(quads)
+    with paused_gc():  # millions of strings, no cycles
+        while chunk := list(islice(items, _CHUNK)):
+            text = (ox.serialize(chunk, format=ox.RdfFormat.N_QUADS) or b"").decode("utf-8")
+            tally.add(text, defer_typed=True)
+        tally.add_typed()
+    space = f"<{ID}"
+    examples: dict[str, str] = {}
+    for c, subjects in tally.instances.items():  # only IRIs are examples
+        iris = [s for s in subjects if s.startswith("<")]
+        if iris:
+            examples[_iri(c)] = _iri(min(iris, key=_iri))
     return Figures(
-        triples=len(triples), entities=len(entities), distinct_subjects=len(subjects),
-        distinct_objects=len(objects),
-        classes={c: len(s) for c, s in sorted(instances.items())},
-        properties=dict(sorted(properties.items())),
-        graphs=dict(sorted(graphs.items())),
+        triples=tally.quads,
+        entities=sum(1 for s in tally.subjects if s.startswith(space)),
+        distinct_subjects=len(tally.subjects),
+        distinct_objects=len(tally.objects),
+        classes=dict(sorted((_iri(c), len(s)) for c, s in tally.instances.items())),
+        properties=dict(sorted((_iri(p), n) for p, n in tally.properties.items())),
+        graphs=dict(sorted((_iri(g), n) for g, n in tally.graphs.items())),
+        examples=dict(sorted(examples.items())),
+        statements=frozenset(tally.statements),
     )
 
 
@@ -275,8 +361,7 @@ def describe_dataset(
 ) -> list[ox.Quad]:
     """The quads of ``…/graph/meta``: VoID, DCAT and PROV about the built dataset."""
     data_dir, ontology_dir = Path(data_dir), Path(ontology_dir)
-    quads = normalise(data_quads(result.quads))
-    figures = count(quads)
+    figures = count(result.quads, keep=META_SUBJECTS)
     files = input_files(data_dir, ontology_dir, shapes=shapes)
     when = build_time(data_dir, [path for _, path in files])
     file_hashes = [(name, _sha256(path), path.stat().st_size) for name, path in files]
@@ -285,7 +370,7 @@ def describe_dataset(
         repr((file_hashes, tools, sorted(figures.graphs.items()))).encode()
     ).hexdigest()[:16]
     stamp = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out = _Writer({q.triple for q in quads})
+    out = _Writer(figures.statements)
     d = DATASET
     add = out.add
 
@@ -329,10 +414,8 @@ def describe_dataset(
         add(d, VOID.propertyPartition, node)
         add(node, VOID.property, ox.NamedNode(prop))
         out.count(node, VOID.triples, n)
-    projects = sorted({q.subject.value for q in quads if q.predicate == RDF.type
-                       and q.object == SCHEMA.ResearchProject and isinstance(q.subject,
-                                                                               ox.NamedNode)})
-    for project in projects[:1]:
+    project = figures.examples.get(SCHEMA.ResearchProject.value)
+    if project is not None:
         add(d, VOID.exampleResource, ox.NamedNode(project))
 
     # One subset per named graph, and where it came from.
@@ -351,14 +434,11 @@ def describe_dataset(
         elif graph in origins:
             add(node, DCTERMS.source, ID.term("file/" + origins[graph]))
 
-    # The downloads. Each format is serialised once; its gzipped download is made from the
-    # same bytes (download_bytes gives the same result, but serialising twice doubled the
-    # cost of describing the dataset, the largest part of a build at 10^6 triples).
-    plain: dict[str, bytes] = {}
+    # The downloads: where, in which format. Not their size or checksum: the server makes
+    # them from the store on first request (sasci_kg.downloads) and gives the sha256 as
+    # the ETag; serialising everything here cost most of a build, and a store loaded with
+    # more files (or a remote engine) would serve other bytes than the build saw.
     for download in DOWNLOADS:
-        if download.format not in plain:
-            plain[download.format] = serialize_quads(data_quads(quads), download.format)
-        body = gzip_bytes(plain[download.format]) if download.gzip else plain[download.format]
         node = download.node
         fmt = get_format(download.format)
         add(d, DCAT.distribution, node)
@@ -369,16 +449,10 @@ def describe_dataset(
         add(node, DCAT.downloadURL, download.url)
         add(node, DCAT.accessURL, download.url)
         add(node, DCAT.mediaType, MEDIA_TYPES.term(fmt.media_type))
+        add(node, DCTERMS.format, W3C_FORMATS.term(_FEATURES[download.format]))
         if download.gzip:
             add(node, DCAT.compressFormat, MEDIA_TYPES.term("application/gzip"))
-        add(node, DCAT.byteSize, ox.Literal(str(len(body)), datatype=XSD.nonNegativeInteger))
         add(node, DCTERMS.license, LICENCE)
-        checksum = ID.term("distribution/" + download.filename.replace(".", "-") + ".sha256")
-        add(node, SPDX.checksum, checksum)
-        add(checksum, RDF.type, SPDX.Checksum)
-        add(checksum, SPDX.algorithm, SPDX.checksumAlgorithm_sha256)
-        add(checksum, SPDX.checksumValue,
-            ox.Literal(hashlib.sha256(body).hexdigest(), datatype=XSD.hexBinary))
     for key in FORMATS:
         add(d, VOID.feature, W3C_FORMATS.term(_FEATURES[key]))
 
@@ -412,7 +486,8 @@ def describe_dataset(
     out.text(META_GRAPH, DCTERMS.title, "Description of the SASCI knowledge graph")
     out.text(META_GRAPH, RDFS.comment,
              "VoID, DCAT and PROV statements about the dataset, computed when it was built. "
-             "This graph is not counted in the figures it gives.")
+             "This graph is not counted in the figures it gives. The downloads are made "
+             "from the store when first asked for; each carries its sha256 as its ETag.")
     add(META_GRAPH, FOAF.primaryTopic, d)
     add(META_GRAPH, DCTERMS.license, LICENCE)
     return sorted(dict.fromkeys(out.quads), key=str)
