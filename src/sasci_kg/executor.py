@@ -336,31 +336,47 @@ def _serialize_solutions(
     solutions: ox.QuerySolutions, media_type: str, max_rows: int, max_bytes: int
 ) -> tuple[bytes, int]:
     """SPARQL JSON written row by row (so the row cap is exact), other formats converted
-    from it by pyoxigraph. pyoxigraph cannot count or cap rows while it serialises."""
+    from it by pyoxigraph. pyoxigraph cannot count or cap rows while it serialises.
+
+    Each distinct term is encoded once: results repeat their terms (types, predicates, the
+    resource asked about), and the JSON of a term is most of the cost of a row.
+    """
     names = [v.value for v in solutions.variables]
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    out = bytearray(b'{"head":{"vars":' + dumps(names).encode() + b'},"results":{"bindings":[')
+    head = '{"head":{"vars":' + dumps(names) + '},"results":{"bindings":['
+    keys = [dumps(name) + ":" for name in names]
+    encoded: dict[Any, str] = {}
     # The JSON is only an intermediate for the other formats, which are usually smaller.
     ceiling = max_bytes if media_type == JSON_RESULTS else 4 * max_bytes
+    parts: list[str] = []
+    size = len(head)  # characters: never more than the bytes they encode to
     rows = 0
     for solution in solutions:
         rows += 1
         if rows > max_rows:
             raise ResultTooLargeError("max-rows", max_rows)
-        binding = {}
-        for name in names:
-            value = solution[name]
-            if value is not None:
-                binding[name] = _term_json(value)
-        if rows > 1:
-            out += b","
-        out += dumps(binding).encode()
-        if len(out) > ceiling:
+        fields = []
+        for key, value in zip(keys, solution):
+            if value is None:
+                continue
+            fragment = encoded.get(value)
+            if fragment is None:
+                fragment = dumps(_term_json(value))
+                if len(encoded) < 200_000:
+                    encoded[value] = fragment
+            fields.append(key + fragment)
+        row = "{" + ",".join(fields) + "}"
+        parts.append(row)
+        size += len(row) + 1
+        if size > ceiling:
             raise ResultTooLargeError("max-bytes", max_bytes)
+    out = (head + ",".join(parts)).encode("utf-8")
+    if len(out) > ceiling:
+        raise ResultTooLargeError("max-bytes", max_bytes)
     out += b"]}}"
     if media_type == JSON_RESULTS:
-        return bytes(out), rows
-    parsed = ox.parse_query_results(bytes(out), ox.QueryResultsFormat.JSON)
+        return out, rows
+    parsed = ox.parse_query_results(out, ox.QueryResultsFormat.JSON)
     writer = _CappedWriter(max_bytes)
     try:
         parsed.serialize(cast(IO[bytes], writer), results_format(media_type))
