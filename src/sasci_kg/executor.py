@@ -356,7 +356,7 @@ def _serialize_solutions(
         if rows > max_rows:
             raise ResultTooLargeError("max-rows", max_rows)
         fields = []
-        for key, value in zip(keys, solution):
+        for key, value in zip(keys, solution, strict=True):
             if value is None:
                 continue
             fragment = encoded.get(value)
