@@ -17,7 +17,7 @@ import pyoxigraph as ox
 import pytest
 from project import ONTOLOGY, built_dataset, load_real_store
 
-from sasci_kg import build
+from sasci_kg import build, shacl_sparql
 from sasci_kg.build import check_shapes
 from sasci_kg.errors import ShaclError
 from sasci_kg.shacl_sparql import (
@@ -25,6 +25,7 @@ from sasci_kg.shacl_sparql import (
     ShaclResult,
     ShapesGraph,
     Timing,
+    bind_this,
     validate_quads,
     validate_store,
 )
@@ -363,6 +364,30 @@ def test_a_store_on_disk_gives_the_same_results(planted: list[ox.Quad],
     assert normalise(on_disk) == by_sparql
 
 
+@pytest.mark.parametrize("limit", [0, 10**9], ids=["all-focus-nodes-at-once", "one-by-one"])
+def test_sparql_constraints_give_the_same_results_at_once_or_one_by_one(
+        planted: list[ox.Quad], by_sparql: set[ShaclResult], limit: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few focus nodes: the constraint runs once per node, $this written as its IRI; many:
+    once, with the focus nodes at the head of its WHERE group. Both give the same."""
+    monkeypatch.setattr(shacl_sparql, "PER_FOCUS_LIMIT", limit)
+    assert normalise(validate_quads(planted, ShapesGraph.from_file(SHAPES))) == by_sparql
+
+
+def test_bind_this_writes_the_focus_node_outside_strings_and_comments() -> None:
+    select = """SELECT $this ?v WHERE {
+  # a comment: { $this
+  FILTER NOT EXISTS { $this a ex:S } ?this ex:p "a } \\" $this", '''x $this''' .
+  { SELECT $this WHERE { ?this ex:q ?z } }
+} GROUP BY $this ?v"""
+    bound = bind_this(select, iri("https://example.org/x"))
+    assert bound == select.replace("{ $this a", "{ <https://example.org/x> a").replace(
+        "?this ex:p", "<https://example.org/x> ex:p").replace(
+        "SELECT $this WHERE { ?this", "SELECT <https://example.org/x> WHERE { "
+        "<https://example.org/x>")
+    assert bind_this("SELECT * WHERE { ?this ?p ?o", iri("https://example.org/x")) is None
+
+
 def test_the_build_fails_on_a_planted_violation_with_either_engine(
         planted: list[ox.Quad]) -> None:
     for engine in ("sparql", "auto"):
@@ -455,12 +480,16 @@ ex:W a sh:NodeShape ; sh:targetObjectsOf ex:next ;
     sh:property [ sh:path ex:label ; sh:minCount 1 ; sh:severity sh:Warning ;
                   sh:message "label"@en ] .
 ex:Off a sh:NodeShape ; sh:targetClass ex:Thing ; sh:deactivated true ; sh:nodeKind sh:Literal .
+ex:Q a sh:NodeShape ; sh:targetClass ex:Thing ;
+    sh:sparql [ sh:message "no r: {$this}"@en ; sh:select '''PREFIX ex: <https://example.org/>
+        SELECT $this WHERE { { SELECT $this WHERE { $this ex:p ?x } }
+                             FILTER NOT EXISTS { $this ex:r ?r } }''' ] .
 """
 
 SMALL_DATA = """
 @prefix ex: <https://example.org/> .
 ex:a a ex:Thing ; ex:p ex:b , ex:c ; ex:r "xy" ; ex:next ex:b .
-ex:b a ex:Thing ; ex:q ex:d ; ex:next ex:c ; ex:label "b" .
+ex:b a ex:Thing ; ex:q ex:d ; ex:next ex:c ; ex:label "b" ; ex:p ex:d .
 ex:c ex:q "lit" ; ex:next "end" .
 ex:e a ex:Thing ; ex:r "long enough" .
 """
@@ -477,6 +506,7 @@ def test_other_paths_counts_and_severities_agree_with_pyshacl(tmp_path: Path) ->
         f"only SPARQL:\n{describe(by_sparql - by_pyshacl)}")
     messages = {r.message for r in by_sparql}
     assert {"seq", "alt", "plus", "star", "opt", "label"} <= messages
+    assert "no r: https://example.org/b" in messages  # sub-select: all focus nodes at once
     assert {r.severity for r in by_sparql if r.message == "label"} == {"Warning"}
 
 
