@@ -476,7 +476,7 @@ ex:S a sh:NodeShape ; sh:targetClass ex:Thing ;
         [ sh:path [ sh:oneOrMorePath ex:next ] ; sh:nodeKind sh:IRI ; sh:message "plus"@en ] ,
         [ sh:path [ sh:zeroOrMorePath ex:next ] ; sh:class ex:Thing ; sh:message "star"@en ] ,
         [ sh:path [ sh:zeroOrOnePath ex:r ] ; sh:minLength 3 ; sh:message "opt"@en ] .
-ex:W a sh:NodeShape ; sh:targetObjectsOf ex:next ;
+ex:W a sh:NodeShape ; sh:targetObjectsOf ex:next ; sh:class ex:Thing ; sh:message "thing"@en ;
     sh:property [ sh:path ex:label ; sh:minCount 1 ; sh:severity sh:Warning ;
                   sh:message "label"@en ] .
 ex:Off a sh:NodeShape ; sh:targetClass ex:Thing ; sh:deactivated true ; sh:nodeKind sh:Literal .
@@ -505,7 +505,7 @@ def test_other_paths_counts_and_severities_agree_with_pyshacl(tmp_path: Path) ->
         f"only pySHACL:\n{describe(by_pyshacl - by_sparql)}\n"
         f"only SPARQL:\n{describe(by_sparql - by_pyshacl)}")
     messages = {r.message for r in by_sparql}
-    assert {"seq", "alt", "plus", "star", "opt", "label"} <= messages
+    assert {"seq", "alt", "plus", "star", "opt", "label", "thing"} <= messages
     assert "no r: https://example.org/b" in messages  # sub-select: all focus nodes at once
     assert {r.severity for r in by_sparql if r.message == "label"} == {"Warning"}
 
