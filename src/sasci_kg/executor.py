@@ -50,7 +50,7 @@ from .errors import (
 )
 from .guard import QuerySyntaxError, tokenize
 from .remote import EMPTY_GRAPH, RemoteBackend
-from .store import default_store_path, replace_store, store_generation
+from .store import Generation, default_store_path, replace_store, store_generation
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ class _StoreHandle:
 
     def __init__(self, path: Path):
         self.path = path
-        self.generation: tuple[int, int] | None = None
+        self.generation: Generation | None = None
         self._store: ox.Store | None = None
 
     def get(self) -> ox.Store:
@@ -451,7 +451,7 @@ class _StoreHandle:
 class _RemoteHandle:
     """The worker's remote engine: one :class:`RemoteBackend` (its graph list cached briefly)."""
 
-    generation: tuple[int, int] | None = None  # a remote engine has no store generations
+    generation: Generation | None = None  # a remote engine has no store generations
 
     def __init__(self, settings: BackendSettings):
         self.settings = settings

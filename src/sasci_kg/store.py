@@ -322,14 +322,23 @@ def load_store(
                       seconds=time.monotonic() - started)
 
 
-def store_generation(path: Path | str) -> tuple[int, int] | None:
-    """An identity of the store directory that changes when a load swaps a new one in."""
+Generation = tuple[int, int, int]
+
+
+def store_generation(path: Path | str) -> Generation | None:
+    """An identity of the store directory that changes when a load swaps a new one in.
+
+    Inode numbers alone are not enough: the directory a load removes frees its inodes for the
+    next load's, so two loads between two looks could give the same pair again. The time the
+    store's ``CURRENT`` file was written (nanoseconds) tells those apart; answers are cached
+    under this identity, so it must never repeat.
+    """
     try:  # os.path, not pathlib: this runs on every query request
         st = os.stat(os.path.join(path, "CURRENT"))
         directory = os.stat(path)
     except FileNotFoundError:
         return None
-    return (directory.st_ino, st.st_ino)
+    return (directory.st_ino, st.st_ino, st.st_mtime_ns)
 
 
 class ReloadingStore:
@@ -343,7 +352,7 @@ class ReloadingStore:
         self.path = Path(path)
         self.check_interval = check_interval
         self._backend: OxigraphBackend | None = None
-        self._generation: tuple[int, int] | None = None
+        self._generation: Generation | None = None
         self._checked = 0.0
 
     def get(self) -> OxigraphBackend:

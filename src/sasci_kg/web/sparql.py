@@ -44,7 +44,7 @@ from ..executor import (
     serialize_rdf,
 )
 from ..guard import Checked, Policy, WrongOperationError, check_query, check_update
-from ..store import store_generation
+from ..store import Generation, store_generation
 from ..vocab import DCTERMS, PREFIXES, RDF, RDFS, SD, SH, VOID, XSD, Namespace
 from .config import ServerConfig
 from .negotiation import (
@@ -174,7 +174,7 @@ class Runtime:
                 self._formats.put(key, fmt)
         return fmt
 
-    def generation(self) -> tuple[int, int] | None:
+    def generation(self) -> Generation | None:
         """The store generation now (None for a remote engine: nothing is cached for it)."""
         return None if self.config.is_remote else store_generation(self.config.store)
 
@@ -626,7 +626,7 @@ def healthz() -> Response:
         if generation is None:
             return problem(503, "store-unavailable", "Store unavailable",
                            "the store directory is missing", state="unavailable")
-        body["generation"] = f"{generation[0]}-{generation[1]}"
+        body["generation"] = "-".join(str(part) for part in generation)
     try:
         info = runtime.info(wait=0.5)  # do not queue behind slow queries
         body.update(quads=info["quads"], graphs=len(info["graphs"]))
