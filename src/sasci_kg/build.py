@@ -28,7 +28,7 @@ SHAPES_FILE = "shapes.ttl"
 
 # How the build validates (``--shacl``): "sparql" translates the shapes into SPARQL queries
 # run by Oxigraph (shacl_sparql.py); "pyshacl" runs pySHACL over an rdflib copy of the graph
-# (the reference, but 48 s at 3·10⁴ triples and out of reach at 10⁶); "auto" is "sparql", or
+# (the reference, but 42 s at 3·10⁴ triples and over 20 min at 10⁶); "auto" is "sparql", or
 # pySHACL with a note when the shapes use a construct the translator lacks and the graph is
 # small enough for pySHACL; "off" does not validate.
 SHACL_MODES = ("auto", "sparql", "pyshacl", "off")

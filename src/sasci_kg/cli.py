@@ -64,7 +64,7 @@ def shacl_options(func: F) -> F:
         "--shacl", "shacl", type=click.Choice(SHACL_MODES), default="auto", show_default=True,
         is_flag=False, flag_value="auto",
         help="Validate against ontology/shapes.ttl: sparql (the shapes as SPARQL queries run "
-             "by Oxigraph: seconds at 10^6 triples), pyshacl (the reference; minutes from "
+             "by Oxigraph: 15 s at 10^6 triples), pyshacl (the reference; minutes from "
              "10^5), auto (sparql; pySHACL, with a note, where the shapes use a construct the "
              "SPARQL translator lacks and the graph is small) or off.")(func)
 
