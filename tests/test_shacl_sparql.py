@@ -25,6 +25,7 @@ from sasci_kg.shacl_sparql import (
     ShaclResult,
     ShapesGraph,
     Timing,
+    UntranslatableShape,
     bind_this,
     validate_quads,
     validate_store,
@@ -435,7 +436,7 @@ def write_shapes(tmp_path: Path, body: str) -> Path:
 def test_unsupported_construct_is_an_error_naming_it(tmp_path: Path, body: str,
                                                      construct: str) -> None:
     shapes = write_shapes(tmp_path, body)
-    with pytest.raises(ShaclError) as info:
+    with pytest.raises(UntranslatableShape) as info:
         check_shapes(built_dataset().quads, shapes, engine="sparql")
     message = str(info.value)
     assert construct in message and "does not translate" in message

@@ -18,7 +18,7 @@ from .export import serialize_quads
 from .facts import FactSet, load_facts, paused_gc
 from .mapping import facts_to_quads
 from .shacl_sparql import ShaclResult as ShaclResult  # re-exported: callers import it here
-from .shacl_sparql import ShapesGraph, validate_quads
+from .shacl_sparql import ShapesGraph, UntranslatableShape, validate_quads
 from .store import LoadInput
 from .vocab import ONTOLOGY_GRAPH, SH, VOCAB_GRAPH
 from .void import describe_dataset
@@ -133,9 +133,8 @@ def check_shapes(quads: list[ox.Quad], shapes_path: Path, *,
         shapes = ShapesGraph.from_file(shapes_path)
         try:
             results = validate_quads(quads, shapes)
-        except ShaclError as exc:
-            if engine != "auto" or "does not translate" not in str(exc) \
-                    or len(quads) > PYSHACL_FALLBACK_LIMIT:
+        except UntranslatableShape as exc:
+            if engine != "auto" or len(quads) > PYSHACL_FALLBACK_LIMIT:
                 raise
             results = _pyshacl_results(quads, shapes_path)
             notes.append(ShaclResult("Info", shapes_path.as_posix(), "",

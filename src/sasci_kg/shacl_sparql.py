@@ -127,6 +127,10 @@ COMPONENT_NAMES = {
 }
 
 
+class UntranslatableShape(ShaclError):
+    """The shapes use a construct this translator does not know (pySHACL may)."""
+
+
 @dataclass(frozen=True)
 class ShaclResult:
     """One SHACL result: severity, focus node, path, message (and the value node, if any)."""
@@ -257,8 +261,8 @@ class ShapesGraph:
     def error(self, node: Term, what: str) -> ShaclError:
         return ShaclError(f"{self.source}: {self.name(node)} {what}")
 
-    def unsupported(self, node: Term, construct: str, where: str = "") -> ShaclError:
-        return ShaclError(
+    def unsupported(self, node: Term, construct: str, where: str = "") -> UntranslatableShape:
+        return UntranslatableShape(
             f"{self.source}: {self.name(node)} uses {construct}{where}, which the SPARQL "
             "validator (sasci_kg/shacl_sparql.py) does not translate; validate with "
             "--shacl=pyshacl, or teach the translator the construct")
