@@ -73,15 +73,16 @@ def build(data: str, ontology: str, sources: str, out_nq: str, describe: str = "
             "peak_rss_mib": _peak_mib()}
 
 
-def shacl(data: str, ontology: str, sources: str, limit: str = "0") -> dict[str, object]:
-    """pySHACL over the whole built graph (the build's own check), timed on its own."""
+def shacl(data: str, ontology: str, sources: str, engine: str = "sparql") -> dict[str, object]:
+    """The build's SHACL check over the whole built graph, timed on its own: ``engine`` is
+    "sparql" (the shapes as Oxigraph queries, the build's default) or "pyshacl"."""
     from sasci_kg.build import build_dataset, check_shapes
     from sasci_kg.errors import ShaclError
 
     result = build_dataset(data, ontology, sources_dir=sources, shacl=False)
     t0 = time.perf_counter()
     try:
-        warnings = check_shapes(result.quads, Path(ontology) / "shapes.ttl")
+        warnings = check_shapes(result.quads, Path(ontology) / "shapes.ttl", engine=engine)
         outcome = f"conforms ({len(warnings)} warnings)"
     except ShaclError as exc:
         outcome = f"violations: {str(exc).splitlines()[0][:120]}"
