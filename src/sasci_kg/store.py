@@ -107,7 +107,12 @@ class OxigraphBackend:
         if named_graphs:
             kwargs["named_graphs"] = [ox.NamedNode(g) for g in named_graphs]
         if substitutions:
-            kwargs["substitutions"] = {ox.Variable(k): v for k, v in substitutions.items()}
+            # Bound as a VALUES block at the start of the WHERE group, not by pyoxigraph's
+            # substitutions: those bind after planning, and a lookup that starts from the
+            # bound resource then scans (an organisation's page at 10^6: see describe).
+            from .remote_sparql import prepare_query
+
+            sparql = prepare_query(sparql, prefixes={}, substitutions=substitutions).text
         try:
             return self._store.query(sparql, **kwargs)  # type: ignore[arg-type]
         except SyntaxError as exc:
