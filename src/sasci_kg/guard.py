@@ -14,6 +14,7 @@ import re
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from .errors import QueryError, QueryRefusedError
@@ -128,9 +129,12 @@ _OPENERS = frozenset({"{", "(", "[", "<<", "<<(", "{|"})
 _CLOSERS = frozenset({"}", ")", "]", ">>", ")>>", "|}"})
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
-    """One significant token: its kind (a group name of the tokenizer), text and offset."""
+class Token(NamedTuple):
+    """One significant token: its kind (a group name of the tokenizer), text and offset.
+
+    A named tuple, not a dataclass: the guard makes one per token of every query, and a
+    tuple is made in C (a frozen dataclass's __init__ goes through object.__setattr__).
+    """
 
     kind: str
     text: str
@@ -159,22 +163,21 @@ def tokenize(text: str) -> Iterator[Token]:
     Raises :class:`QuerySyntaxError` at the first character no SPARQL terminal can start with
     (an unterminated string, a stray backslash, a non-breaking space, …).
     """
-    pos, end = 0, len(text)
-    match = _TOKEN.match
-    while pos < end:
-        m = match(text, pos)
-        if m is None:
-            line, column = _Lines(text).position(pos)
-            char = text[pos]
-            what = "an unterminated string" if char in "'\"" else f"unexpected character {char!r}"
-            raise QuerySyntaxError(
-                f"syntax error at line {line}, column {column}: {what}", line=line, column=column
-            )
+    pos = 0
+    for m in _TOKEN.finditer(text):
+        if m.start() != pos:  # nothing matched at pos: the search skipped ahead
+            break
         kind = m.lastgroup
-        assert kind is not None
         if kind != "ws" and kind != "comment":
-            yield Token(kind, m.group(), pos)
+            yield Token(kind, m.group(), pos)  # type: ignore[arg-type]
         pos = m.end()
+    if pos < len(text):
+        line, column = _Lines(text).position(pos)
+        char = text[pos]
+        what = "an unterminated string" if char in "'\"" else f"unexpected character {char!r}"
+        raise QuerySyntaxError(
+            f"syntax error at line {line}, column {column}: {what}", line=line, column=column
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -123,6 +123,14 @@ class AccessLog:
             return start_response(status, headers, exc_info)
 
         body = self.app(environ, capture)
+        if isinstance(body, list):
+            # A finished body (the lean route, the caches): log now and hand the list on as
+            # it is, so that the server can send it in one piece (granian writes a list
+            # straight from Rust, but iterates anything else through Python).
+            logged = _Logged(body, environ, seen, started)
+            logged.sent = sum(len(chunk) for chunk in body)
+            logged.close()
+            return body
         return _Logged(body, environ, seen, started)
 
 
