@@ -642,6 +642,7 @@ def healthz() -> Response:
         # Busy or slow: say so rather than queue behind the queries.
         body.update(quads=None, graphs=None, note="workers busy; counts not refreshed")
     body["workers"] = runtime.pool().stats()
+    body["answer_cache"] = runtime.results.stats()  # answers kept for this store generation
     response = Response(json.dumps(body) + "\n", content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
