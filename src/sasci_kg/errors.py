@@ -4,6 +4,7 @@ the web app into an ``application/problem+json`` body with the right status.
     SasciKgError
     ├── FactsError          fact files that cannot be read or do not validate
     ├── ShaclError          the built graph breaks a SHACL shape
+    │   └── UntranslatableShape  (shacl_sparql) a shape the SPARQL validator cannot translate
     ├── StoreError          the store cannot be opened, locked, loaded or swapped
     │   ├── StoreLockedError  another process holds the store's write lock
     │   └── RemoteError     a remote SPARQL engine failed us (web: 502)
