@@ -23,6 +23,7 @@ from typing import IO, Any, Protocol
 import pyoxigraph as ox
 
 from .errors import QueryError, StoreError, StoreLockedError
+from .remote_sparql import prepare_query
 from .vocab import PREFIXES
 
 QueryResult = ox.QuerySolutions | ox.QueryBoolean | ox.QueryTriples
@@ -110,8 +111,6 @@ class OxigraphBackend:
             # Bound as a VALUES block at the start of the WHERE group, not by pyoxigraph's
             # substitutions: those bind after planning, and a lookup that starts from the
             # bound resource then scans (an organisation's page at 10^6: see describe).
-            from .remote_sparql import prepare_query
-
             sparql = prepare_query(sparql, prefixes={}, substitutions=substitutions).text
         try:
             return self._store.query(sparql, **kwargs)  # type: ignore[arg-type]

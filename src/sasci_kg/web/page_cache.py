@@ -16,9 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.http import parse_etags
-
-from .result_cache import CachedAnswer, ResultCache
+from .result_cache import CachedAnswer, ResultCache, not_modified
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -64,7 +62,8 @@ class PageCache:
             if keep:
                 self.pages.put(generation, key, page)
         condition = environ.get("HTTP_IF_NONE_MATCH")
-        if status.startswith("200") and condition and page.etag and _matches(condition, page.etag):
+        if (status.startswith("200") and condition and page.etag
+                and not_modified(condition, page.etag)):
             kept = [(k, v) for k, v in page.headers if k.lower() in _NOT_MODIFIED_HEADERS]
             start_response("304 Not Modified", kept)
             return []
@@ -108,8 +107,3 @@ class PageCache:
 
 _NOT_MODIFIED_HEADERS = {"etag", "vary", "cache-control", "content-location", "expires",
                          "access-control-allow-origin", "access-control-expose-headers"}
-
-
-def _matches(condition: str, etag: str) -> bool:
-    tags = parse_etags(condition)
-    return tags.star_tag or tags.contains_weak(etag)

@@ -17,6 +17,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from werkzeug.http import parse_etags
+
 
 def entity_tag(media_type: str, body: bytes) -> str:
     """The (unquoted) strong entity tag of a body in a media type: equal bytes, equal tag."""
@@ -24,6 +26,13 @@ def entity_tag(media_type: str, body: bytes) -> str:
     digest.update(b"\n")
     digest.update(body)
     return digest.hexdigest()
+
+
+def not_modified(if_none_match: str, etag: str) -> bool:
+    """Whether ``If-None-Match`` matches our (unquoted, strong) tag: RFC 9110 §13.1.2's weak
+    comparison, ``*`` included."""
+    tags = parse_etags(if_none_match)
+    return tags.star_tag or tags.contains_weak(etag)
 
 
 @dataclass(frozen=True)

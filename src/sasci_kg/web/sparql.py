@@ -26,7 +26,6 @@ from typing import Any
 import pyoxigraph as ox
 from flask import Blueprint, Response, current_app, redirect, request, url_for
 from werkzeug.datastructures import CombinedMultiDict, MultiDict
-from werkzeug.http import parse_etags
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..errors import RemoteError
@@ -64,7 +63,7 @@ from .problems import (
     problem,
     remote_detail,
 )
-from .result_cache import CachedAnswer, ResultCache, SmallMemo, entity_tag
+from .result_cache import CachedAnswer, ResultCache, SmallMemo, entity_tag, not_modified
 
 bp = Blueprint("sparql", __name__)
 log = logging.getLogger("sasci_kg.web")
@@ -394,7 +393,7 @@ def answer_query(
     if conditional:
         # The answer is fixed until the next load: caches keep it, and revalidate (ETag).
         headers += [("ETag", f'"{answer.etag}"'), ("Cache-Control", "no-cache")]
-        if if_none_match and _matches(if_none_match, answer.etag):
+        if if_none_match and not_modified(if_none_match, answer.etag):
             return QueryAnswer(304, headers[1:], b"")
     headers += [
         ("X-Result-Rows", str(answer.rows)),
@@ -403,12 +402,6 @@ def answer_query(
     if download:
         headers.append(("Content-Disposition", content_disposition(fmt, "query-result")))
     return QueryAnswer(200, headers, answer.body)
-
-
-def _matches(if_none_match: str, etag: str) -> bool:
-    """If-None-Match's weak comparison (RFC 9110 §13.1.2) against our strong tag."""
-    tags = parse_etags(if_none_match)
-    return tags.star_tag or tags.contains_weak(etag)
 
 
 def _cached_or_run(
