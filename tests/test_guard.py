@@ -3,16 +3,21 @@ them and nowhere else, size and nesting bounds, query vs update, and the address
 
 from __future__ import annotations
 
+import itertools
 import socket
+import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pyoxigraph as ox
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sasci_kg import guard
 from sasci_kg.guard import (
+    Checked,
     Policy,
     QuerySyntaxError,
     QueryTooDeepError,
@@ -383,3 +388,149 @@ def test_tokenizer_never_fails_other_than_with_a_syntax_error(text: str) -> None
         list(tokenize(text))
     except QuerySyntaxError as exc:
         assert exc.line is not None and exc.column is not None
+
+
+# ---------------------------------------------------------------------------------------
+# The fast path (guard._check_fast) against the reference (guard._check_full): the same
+# Checked, or the same exception with the same message, line and column, for any text.
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Keywords and function names in several cases, and words that only start like one.
+_KEYWORDS = [
+    "SELECT", "select", "Select", "ASK", "CONSTRUCT", "DESCRIBE", "INSERT", "DELETE", "DATA",
+    "WHERE", "WITH", "CLEAR", "LOAD", "load", "INTO", "GRAPH", "SERVICE", "service", "SILENT",
+    "FROM", "from", "NAMED", "PREFIX", "prefix", "BASE", "base", "VERSION", "RAND", "now",
+    "UUID", "STRUUID", "BNODE", "a", "FILTER", "PREFIXED", "SERVICE_", "SELECT1",
+]
+_TERMINALS = [
+    # IRIs, valid and not
+    "<http://example.org/>", "<http://example.org/s>", "<https://query.example.org/sparql>",
+    "<http://127.0.0.1/x>", "<rel>", "<>", "<http://\\u0065xample.org/s>", "<http://[x>",
+    "<a b>", "<http://e/{>",
+    # prefixed names and blank nodes, and what comes close
+    "ex:", "ex:s", ":", ":x", "ex:a.b", "ex:a.", "schema:name", "nope:x", "ex:a\\.b", "ex:%41",
+    "a.b:c", "PREFIX:", "SELECT:x", "\u00e9:x", "a-b", "_:b", "_:b.c", "_:", "q:sparql",
+    # variables, numbers, language tags
+    "?x", "$y", "?SERVICE", "?", "$", "1", "1.5", ".5", "1e3", "1.e2", "1.", "12.5E-3", "@en",
+    "@en-GB", "@en--ltr", "@",
+    # strings with quotes and escapes, and comments
+    '"x"', "'y'", '"a\\"b"', "'''it's'''", '"""a "" b"""', '"SERVICE <http://e/>"',
+    "'''x'''''", '"\\\n"', "# SERVICE <http://e/>\n", "#", "# c\r",
+]
+_PUNCTUATION = [
+    "{", "}", "(", ")", "[", "]", "<<", ">>", "<<(", ")>>", "{|", "|}", "^^", "&&", "||", "!=",
+    "<=", ">=", ";", ",", ".", "=", "<", ">", "!", "+", "-", "*", "/", "^", "|", "~",
+]
+# Texts that no terminal can read (at least not to the end).
+_ODD = [
+    "\u00a0", "\\", '"', "'", "&", "\u00e9", "\ufeff", "\x00", "\u00b7", "%", "`", "\u0085",
+    "\u2028", '"open', "'open", '"""long', '"\\', "<\\u00ZZ>",
+]
+_SEPARATORS = ["", "", " ", "  ", "\n", "\t", "\r\n", " # c\n"]
+_PIECE = st.tuples(
+    st.sampled_from(_KEYWORDS) | st.sampled_from(_TERMINALS) | st.sampled_from(_PUNCTUATION),
+    st.sampled_from(_SEPARATORS),
+)
+
+
+@st.composite
+def _sparqlish(draw: st.DrawFn) -> str:
+    """Terminals with or without space between, and in about half the texts one odd piece."""
+    texts = [text + sep for text, sep in draw(st.lists(_PIECE, max_size=40))]
+    if draw(st.booleans()):
+        odd = draw(st.sampled_from(_ODD) | st.text(max_size=3))
+        texts.insert(draw(st.integers(0, len(texts))), odd)
+    return "".join(texts)
+
+
+_STARTS = st.sampled_from(["", "SELECT * ", "PREFIX ex: <http://example.org/>\nSELECT ",
+                           "prefix ex: # c\n <http://example.org/> ASK ", "VERSION '1.2' "])
+
+
+def _resolve_stub(host: str, port: int) -> list[str]:
+    return ["93.184.216.34"] if host == "query.example.org" else ["127.0.0.1"]
+
+
+_POLICIES = [
+    POLICY,
+    Policy(max_depth=2),
+    Policy(max_depth=0, max_bytes=60),
+    Policy(service_allow=("http://example.org/", "https://query.example.org/"),
+           default_prefixes={"ex": "http://example.org/", "q": "https://query.example.org/"},
+           resolve=_resolve_stub),
+]
+
+_Outcome = Checked | tuple[type[BaseException], tuple[object, ...], dict[str, object]]
+
+
+def _outcome(check: Callable[[str, Policy], Checked], text: str, policy: Policy) -> _Outcome:
+    try:
+        return check(text, policy)
+    except Exception as exc:  # every exception, so a difference in kind is seen too
+        return type(exc), exc.args, vars(exc)
+
+
+def _assert_agree(text: str, policy: Policy) -> None:
+    assert _outcome(guard._check, text, policy) == _outcome(guard._check_full, text, policy)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_STARTS, _sparqlish(), st.sampled_from(_POLICIES))
+def test_fast_path_agrees_with_the_reference(start: str, text: str, policy: Policy) -> None:
+    _assert_agree(start + text, policy)
+
+
+# Texts where a near miss in the fast path would show.
+_TRICKY = [
+    "SELECT * FROM.:x", "select * from <g>", "SELECT ( ( )>> ( (", "SELECT ( ( ) >> ( (",
+    "SELECT {| |} {| {", "SELECT << <<( { )>> >> {", "SELECT * PREFIX FROM <http://g/>",
+    "SELECT * PREFIX ex: <http://[x> BASE <a> PREFIX p: <http://[x>",
+    "SELECT * BASE <a> BASE <http://[x>", "WHERE SELECT", "{ VERSION SELECT", "PREFIXED SELECT",
+    "PREFIX ex:<http://e/>SELECT", "PREFIX\tex:#c\n<http://e/>#c\nASK", "PREFIX ex: ex: <x> ASK",
+    "PREFIX PREFIX <x> SELECT", "PREFIX ex: 'x' SELECT", "PREFIX ex:a. <x> SELECT",
+    "SELECT 'a\n'b'", "SELECT 'a\nb'", 'SELECT "a\rb"', "SELECT 'a\\'", 'SELECT "a\\"b" RAND',
+    "SELECT * { ?s ?p 'NOW' } # RAND", "SELECT ?x { SERVICE q:sparql {} }",
+    "SELECT ?x { SERVICE <http://example.org/s> {} }", "ASK { <http://a\\u0020b> ?p ?o }",
+    "DESCRIBE <a>" + " <b>" * 80, "INSERT DATA {}", "SELECT * WHERE { ?s ?p ?o } \u00a0",
+    "SELECT a.SERVICE <x>", "SELECT ex:a.SERVICE <x>",
+]
+
+
+@pytest.mark.parametrize("text", _TRICKY)
+@pytest.mark.parametrize("policy", _POLICIES)
+def test_fast_path_agrees_on_tricky_texts(text: str, policy: Policy) -> None:
+    _assert_agree(text, policy)
+
+
+def test_fast_path_agrees_on_short_punctuation_runs() -> None:
+    # Every run of up to three characters that the split of the punctuation could misread.
+    for n in range(1, 4):
+        for chars in itertools.product("<>|(){}[]^&!=;.?a1: ", repeat=n):
+            _assert_agree("SELECT " + "".join(chars), Policy(max_depth=1))
+
+
+def _repository_queries() -> list[str]:
+    texts = [path.read_text() for path in sorted((ROOT / "queries").glob("*.rq"))]
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.mix import MIX, PREFIXES
+    finally:
+        sys.path.remove(str(ROOT))
+    manifest = {
+        "people": [{"name": "Ann O'Neil", "id": "person/ann-o-neil"}],
+        "organisations": [{"id": "org/one"}],
+        "units": ["org/unit"],
+        "words": ["river"],
+        "org_pairs": [["org/one", "org/two"]],
+    }
+    mix = [query.sparql(manifest, round_) for query in MIX for round_ in range(2)]
+    return texts + mix + [PREFIXES + "SELECT ?thing ?type WHERE { ?thing schema:name "
+                          '"Some Name" ; a ?type }']
+
+
+@pytest.mark.parametrize("text", _repository_queries())
+def test_fast_path_takes_the_repository_queries(text: str) -> None:
+    assert guard._check_fast(text, POLICY) is not None
+    for policy in _POLICIES:
+        _assert_agree(text, policy)
