@@ -28,6 +28,7 @@ from sasci_kg.executor import (
     UpdateJob,
     WorkerCrashedError,
     WorkerPool,
+    _serialize_solutions,
     serialize_rdf,
 )
 from sasci_kg.guard import QuerySyntaxError
@@ -326,3 +327,27 @@ def test_serialize_rdf_is_deterministic_and_tidy() -> None:
     assert first == serialize_rdf(list(reversed(triples)), ox.RdfFormat.TURTLE, PREFIXES)
     header = [line for line in first.decode().splitlines() if line.startswith("@prefix")]
     assert [h.split()[1] for h in header] == ["person:", "schema:", "xsd:"]  # no rdf: (`a`)
+
+
+def test_json_writer_is_byte_equal_to_pyoxigraphs_for_every_kind_of_term() -> None:
+    # _term_json writes the JSON text itself (faster than building dicts for an encoder), so
+    # its escaping and key order must be exactly pyoxigraph's own.
+    store = ox.Store()
+    subject = ox.NamedNode("http://example.org/s")
+    objects = [
+        ox.Literal('quote " backslash \\ newline \n tab \t control \u0001 é 😀 \u2028 </script>'),
+        ox.Literal("colour", language="en-GB"),
+        ox.Literal("1", datatype=ox.NamedNode("http://www.w3.org/2001/XMLSchema#integer")),
+        ox.Literal("plain", datatype=ox.NamedNode("http://www.w3.org/2001/XMLSchema#string")),
+        ox.NamedNode("http://example.org/o?q=x&r=é#frag"),
+        ox.BlankNode("b0"),
+    ]
+    for i, obj in enumerate(objects):
+        store.add(ox.Quad(subject, ox.NamedNode(f"http://example.org/p{i}"), obj))
+    for query in (
+        "SELECT ?s ?p ?o ?unbound WHERE { ?s ?p ?o } ORDER BY ?p",
+        "SELECT ?t WHERE { BIND(<<( <http://e/a> <http://e/b> 'c'@en--rtl )>> AS ?t) }",
+        "SELECT ?nothing WHERE { FILTER(false) }",
+    ):
+        ours, _ = _serialize_solutions(store.query(query), JSON, 100, 10**6)
+        assert ours == store.query(query).serialize(format=ox.QueryResultsFormat.JSON)

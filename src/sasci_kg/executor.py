@@ -305,30 +305,34 @@ class _CappedWriter:
         return bytes(self._buffer)
 
 
-def _term_json(term: object) -> dict[str, Any]:
-    """One RDF term in the SPARQL 1.1 JSON results shape (key order as pyoxigraph writes it)."""
+_quote = cast(Callable[[str], str], json.encoder.c_encode_basestring  # type: ignore[attr-defined]
+              or json.encoder.py_encode_basestring)
+
+
+def _term_json(term: object) -> str:
+    """One RDF term as SPARQL 1.1 JSON results text (key order as pyoxigraph writes it),
+    written directly: building a dict for the encoder cost more than the query itself."""
     if isinstance(term, ox.NamedNode):
-        return {"type": "uri", "value": term.value}
-    if isinstance(term, ox.BlankNode):
-        return {"type": "bnode", "value": term.value}
+        return '{"type":"uri","value":' + _quote(term.value) + "}"
     if isinstance(term, ox.Literal):
-        out: dict[str, Any] = {"type": "literal", "value": term.value}
+        head = '{"type":"literal","value":' + _quote(term.value)
         if term.language:
-            out["xml:lang"] = term.language
+            head += ',"xml:lang":' + _quote(term.language)
             if getattr(term, "direction", None):
-                out["its:dir"] = str(term.direction)
-        elif term.datatype.value != XSD_STRING:
-            out["datatype"] = term.datatype.value
-        return out
+                head += ',"its:dir":' + _quote(str(term.direction))
+            return head + "}"
+        datatype = term.datatype.value
+        if datatype != XSD_STRING:
+            return head + ',"datatype":' + _quote(datatype) + "}"
+        return head + "}"
+    if isinstance(term, ox.BlankNode):
+        return '{"type":"bnode","value":' + _quote(term.value) + "}"
     if isinstance(term, ox.Triple):
-        return {
-            "type": "triple",
-            "value": {
-                "subject": _term_json(term.subject),
-                "predicate": _term_json(term.predicate),
-                "object": _term_json(term.object),
-            },
-        }
+        return (
+            '{"type":"triple","value":{"subject":' + _term_json(term.subject)
+            + ',"predicate":' + _term_json(term.predicate)
+            + ',"object":' + _term_json(term.object) + "}}"
+        )
     raise TypeError(f"unexpected term {term!r}")
 
 
@@ -341,10 +345,8 @@ def _serialize_solutions(
     Each distinct term is encoded once: results repeat their terms (types, predicates, the
     resource asked about), and the JSON of a term is most of the cost of a row.
     """
-    names = [v.value for v in solutions.variables]
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    head = '{"head":{"vars":' + dumps(names) + '},"results":{"bindings":['
-    keys = [dumps(name) + ":" for name in names]
+    keys = [_quote(v.value) + ":" for v in solutions.variables]
+    head = '{"head":{"vars":[' + ",".join(k[:-1] for k in keys) + ']},"results":{"bindings":['
     encoded: dict[Any, str] = {}
     # The JSON is only an intermediate for the other formats, which are usually smaller.
     ceiling = max_bytes if media_type == JSON_RESULTS else 4 * max_bytes
@@ -361,7 +363,7 @@ def _serialize_solutions(
                 continue
             fragment = encoded.get(value)
             if fragment is None:
-                fragment = dumps(_term_json(value))
+                fragment = _term_json(value)
                 if len(encoded) < 200_000:
                     encoded[value] = fragment
             fields.append(key + fragment)
@@ -490,7 +492,7 @@ def _syntax_error(exc: SyntaxError) -> QuerySyntaxError:
 
 
 def _run_query(job: QueryJob, handle: _StoreHandle, parsed: Callable[[], None]) -> Outcome:
-    kwargs: dict[str, Any] = {"prefixes": dict(job.prefixes), "base_iri": job.base_iri}
+    kwargs: dict[str, Any] = {"prefixes": job.prefixes, "base_iri": job.base_iri}
     if job.default_graph is not None or job.named_graphs is not None:
         # SPARQL 1.1 Protocol §2.1.4: the protocol dataset replaces the query's own.
         kwargs["default_graph"] = [ox.NamedNode(g) for g in job.default_graph or ()]
@@ -834,8 +836,8 @@ def _worker_main(conn: Connection, phase: Any, target: str | BackendSettings,
             continue
         info = dict(outcome.info)
         info.setdefault("generation", handle.generation)
-        conn.send(("ok", outcome.rows, time.perf_counter() - started, info))
-        conn.send_bytes(outcome.body)
+        # One message, body included: a second write would wake the parent twice.
+        conn.send(("ok", outcome.rows, time.perf_counter() - started, info, outcome.body))
 
 
 def _dispatch(job: Job, handle: _StoreHandle | _RemoteHandle, parsed: Callable[[], None],
@@ -1076,8 +1078,7 @@ class WorkerPool:
             reply = conn.recv()
             if reply[0] == "error":
                 return _rebuild_error(reply)
-            _, rows, seconds, info = reply
-            body = conn.recv_bytes()  # already serialised: arrives at once
+            _, rows, seconds, info, body = reply
             return Outcome(body, rows=rows, seconds=seconds, info=info)
         except (EOFError, OSError) as exc:
             phase = "run" if worker.phase.value or not isinstance(job, QueryJob) else "parse"
