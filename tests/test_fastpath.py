@@ -256,3 +256,20 @@ def test_pages_are_kept_per_generation_and_revalidate(fresh_store: Path,
         make_store(fresh_store, TRIG.replace("Ada Lovelace", "Ada King"))
         after = client.get(PAGE, headers=turtle)
         assert b"Ada King" in after.data and after.headers["ETag"] != first.headers["ETag"]
+
+
+def test_the_form_decoder_agrees_with_urllib() -> None:
+    # The lean route decodes %XX in C (binascii) where that gives urllib's answer, and hands
+    # anything else to parse_qsl: the two must never disagree.
+    import random
+    from urllib.parse import parse_qsl
+
+    from sasci_kg.web.fastpath import _parse_form
+
+    pieces = ["%", "a", "=", "&", "+", " ", "\r", "\n", "é", "%C3%A9", "%FF", "%2", "%zz",
+              "%3D", "%26", "%7B", "query", "%0A", "\t", "_"]
+    rng = random.Random(7)
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        expected = parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")
+        assert _parse_form(text) == expected, text

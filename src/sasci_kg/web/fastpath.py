@@ -13,7 +13,9 @@ on to Flask untouched, so the two can never disagree on what a request means.
 
 from __future__ import annotations
 
+import binascii
 import io
+import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -26,6 +28,9 @@ from . import EXPOSED_HEADERS
 from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query
 
 QUERY_PATHS = frozenset({"/sparql", "/query"})
+# A form value whose only escapes are well-formed %XX (and no '=' or line breaks, which
+# binascii's quoted-printable decoder would read as its own syntax).
+_PLAIN_ESCAPES = re.compile(r"[^%=\r\n]*(?:%[0-9A-Fa-f]{2}[^%=\r\n]*)*")
 SPARQL_QUERY = "application/sparql-query"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -101,7 +106,7 @@ class QueryFastPath:
             params = MultiDict(url_params)
             _only_query(params, body_query=True)
             return params, text
-        form = parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")
+        form = _parse_form(text)
         in_url = {name for name, _ in url_params}
         if any(name in in_url for name, _ in form if name in SINGLE_VALUED):
             raise _PassOn
@@ -133,6 +138,36 @@ class QueryFastPath:
             response = app.process_response(response)
         result: Iterable[bytes] = response(environ, start_response)
         return result
+
+
+def _parse_form(text: str) -> list[tuple[str, str]]:
+    """``parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")``, with the
+    percent-decoding done in C where that gives the same answer: urllib's decoder loops in
+    Python over every escape, and a form-encoded query is mostly escapes (~20 µs of a
+    lookup's ~60 µs in the web process)."""
+    pairs: list[tuple[str, str]] = []
+    for part in text.split("&") if text else ():
+        if not part:
+            continue
+        raw_name, _, raw_value = part.partition("=")
+        name, value = _form_unquote(raw_name), _form_unquote(raw_value)
+        if name is None or value is None:
+            return parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")
+        pairs.append((name, value))
+    return pairs
+
+
+def _form_unquote(raw: str) -> str | None:
+    """One decoded form field, or None when only urllib's decoder can say."""
+    raw = raw.replace("+", " ")
+    if "%" not in raw:
+        return raw
+    if not raw.isascii() or _PLAIN_ESCAPES.fullmatch(raw) is None:
+        return None
+    try:
+        return binascii.a2b_qp(raw.replace("%", "=")).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _only_query(params: MultiDict[str, str], *, body_query: bool = False) -> str:

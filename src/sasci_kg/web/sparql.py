@@ -408,7 +408,8 @@ def _cached_or_run(
     runtime: Runtime, text: str, fmt: Format, checked: Checked,
     default_graph: Sequence[str], named_graphs: Sequence[str], limit: float,
 ) -> CachedAnswer:
-    generation = None if checked.volatile else runtime.generation()
+    keep = not checked.volatile and runtime.results.max_bytes > 0
+    generation = runtime.generation() if keep else None
     key = (text, fmt.media_type, tuple(default_graph), tuple(named_graphs))
     if generation is not None:
         cached = runtime.results.get(generation, key)
