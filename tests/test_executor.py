@@ -351,3 +351,14 @@ def test_json_writer_is_byte_equal_to_pyoxigraphs_for_every_kind_of_term() -> No
     ):
         ours, _ = _serialize_solutions(store.query(query), JSON, 100, 10**6)
         assert ours == store.query(query).serialize(format=ox.QueryResultsFormat.JSON)
+
+
+def test_messages_larger_than_one_read_arrive_whole(pool: WorkerPool) -> None:
+    # Jobs and replies are read in one system call when they fit 64 KiB; bigger ones (here a
+    # 300 KB query and its 300 KB answer, both ways) must be read to their last byte.
+    text = "x" * 300_000
+    outcome = pool.run(QueryJob(f'SELECT ?v WHERE {{ BIND("{text}" AS ?v) }}', JSON), timeout=10)
+    assert outcome.body.count(b"x") == 300_000
+    assert outcome.rows == 1
+    small = pool.run(QueryJob("ASK { }", JSON), timeout=5)  # and the pipe is still in step
+    assert b"true" in small.body

@@ -19,10 +19,12 @@ import logging
 import math
 import multiprocessing
 import os
+import pickle
 import re
 import resource
 import select
 import signal
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -778,6 +780,47 @@ def _rebuild_error(reply: tuple[Any, ...]) -> SasciKgError:
     return StoreError(message)
 
 
+_SIZE = struct.Struct("!i")
+_BIG_SIZE = struct.Struct("!Q")
+
+
+def _receive(conn: Connection) -> Any:
+    """``conn.recv()``, reading a message of up to 64 KiB in one system call.
+
+    multiprocessing reads the 4-byte length and then the payload: two reads, and in the web
+    process two releases of the GIL that other request threads fight over, on every job.
+    Safe because each side has at most one message in flight: a job, then its one reply.
+    """
+    fd = conn.fileno()
+    data = os.read(fd, 65536)
+    if not data:
+        raise EOFError
+    while len(data) < _SIZE.size:
+        more = os.read(fd, 65536)
+        if not more:
+            raise OSError("got end of file during message")
+        data += more
+    (size,) = _SIZE.unpack_from(data)
+    start = _SIZE.size
+    if size == -1:  # over 2 GiB: an 8-byte length follows (multiprocessing's framing)
+        while len(data) < start + _BIG_SIZE.size:
+            more = os.read(fd, 65536)
+            if not more:
+                raise OSError("got end of file during message")
+            data += more
+        (size,) = _BIG_SIZE.unpack_from(data, start)
+        start += _BIG_SIZE.size
+    if len(data) - start < size:
+        buffer = bytearray(data[start:])
+        while len(buffer) < size:
+            more = os.read(fd, min(size - len(buffer), 1 << 20))
+            if not more:
+                raise OSError("got end of file during message")
+            buffer += more
+        return pickle.loads(buffer)
+    return pickle.loads(memoryview(data)[start:start + size])
+
+
 def _watch_parent(parent: int) -> None:
     """Exit when the parent goes away, even while a query runs (pyoxigraph frees the GIL)."""
     while os.getppid() == parent:
@@ -820,7 +863,7 @@ def _worker_main(conn: Connection, phase: Any, target: str | BackendSettings,
                 pass
     while True:
         try:
-            message = conn.recv()
+            message = _receive(conn)
         except (EOFError, OSError):
             return
         if message is None:
@@ -1075,7 +1118,7 @@ class WorkerPool:
                     "query worker %s killed after the %.1f s limit", worker.process.pid, timeout
                 )
                 raise QueryTimeoutError(timeout)
-            reply = conn.recv()
+            reply = _receive(conn)
             if reply[0] == "error":
                 return _rebuild_error(reply)
             _, rows, seconds, info, body = reply
