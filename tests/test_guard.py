@@ -3,10 +3,15 @@ them and nowhere else, size and nesting bounds, query vs update, and the address
 
 from __future__ import annotations
 
+import functools
+import gc
 import itertools
+import re
 import socket
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -428,8 +433,19 @@ _ODD = [
     "\u2028", '"open', "'open", '"""long', '"\\', "<\\u00ZZ>",
 ]
 _SEPARATORS = ["", "", " ", "  ", "\n", "\t", "\r\n", " # c\n"]
+# Runs of name characters and dots (where a prefixed name may start only if ":" follows the
+# run and the run does not end with "."), and what may follow them.
+_NAME_RUNS = st.builds(
+    lambda unit, count, rest, end: unit * count + rest + end,
+    st.sampled_from(["a.", "a-", "a_.", "1.", "a1.", "e.", "1e", "a.1e", "\u00e9.", "a\u00b7",
+                     "-a"]),
+    st.integers(1, 30),
+    st.text(alphabet="aZe1_.-\u00e9\u00b7\u0301", max_size=12),
+    st.sampled_from(["", "", ":", ".:", ":x", ":a.b", "+5", "-5", " ", "@en", "_:b"]),
+)
 _PIECE = st.tuples(
-    st.sampled_from(_KEYWORDS) | st.sampled_from(_TERMINALS) | st.sampled_from(_PUNCTUATION),
+    st.sampled_from(_KEYWORDS) | st.sampled_from(_TERMINALS) | st.sampled_from(_PUNCTUATION)
+    | _NAME_RUNS,
     st.sampled_from(_SEPARATORS),
 )
 
@@ -494,6 +510,10 @@ _TRICKY = [
     "SELECT ?x { SERVICE <http://example.org/s> {} }", "ASK { <http://a\\u0020b> ?p ?o }",
     "DESCRIBE <a>" + " <b>" * 80, "INSERT DATA {}", "SELECT * WHERE { ?s ?p ?o } \u00a0",
     "SELECT a.SERVICE <x>", "SELECT ex:a.SERVICE <x>",
+    # runs of words, dots and hyphens (one match of the fast path), and near misses
+    "SELECT * { ?s ?p true.FROM <g> }", "SELECT a-b.RAND.", "SELECT a.1e5FROM <g>", "a.SELECT",
+    "SELECT.a:b", "SELECT.a.:b", "SELECT a.b.\u00e9", "SELECT a.b\u00b7c", "SELECT a.PREFIX <x>",
+    "SELECT a-SERVICE <http://example.org/s> {}", "SELECT a.b_c-d..e--f.",
 ]
 
 
@@ -534,3 +554,114 @@ def test_fast_path_takes_the_repository_queries(text: str) -> None:
     assert guard._check_fast(text, POLICY) is not None
     for policy in _POLICIES:
         _assert_agree(text, policy)
+
+
+# ---------------------------------------------------------------------------------------
+# Linear time. The tokenizer against the plain alternation of the terminals, as it was before
+# it was made linear (quadratic on some texts, so only on short ones here), and the time both
+# paths take on long texts made to be slow.
+
+_PLAIN = re.compile(
+    "|".join(f"(?P<{kind}>{pattern})" for kind, pattern in guard._TERMINALS.items()), re.DOTALL
+)
+
+
+def _plain_tokens(text: str) -> list[tuple[str, str, int]] | tuple[int, int]:
+    pos = 0
+    tokens = []
+    for m in _PLAIN.finditer(text):
+        if m.start() != pos:
+            break
+        if m.lastgroup not in ("ws", "comment"):
+            tokens.append((str(m.lastgroup), m.group(), pos))
+        pos = m.end()
+    if pos < len(text):
+        return guard._Lines(text).position(pos)
+    return tokens
+
+
+def _tokens(text: str) -> list[tuple[str, str, int]] | tuple[int, int]:
+    try:
+        return [tuple(token) for token in tokenize(text)]  # type: ignore[misc]
+    except QuerySyntaxError as exc:
+        assert exc.line is not None and exc.column is not None
+        return exc.line, exc.column
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_sparqlish() | st.text(max_size=40) | _NAME_RUNS)
+def test_tokens_are_those_of_the_plain_alternation(text: str) -> None:
+    assert _tokens(text) == _plain_tokens(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a.1e+5", "a.1e+5 x", "a.1e+5.b:c", "a.1E-5 x", "a.1e+ x", "a-1.5e+3 x", "ex:a.b. x",
+     "a.b.:c", "a.b:c", "\u00e9.a:b", "a\u00e9.b", "a._:b", "_:a.b. x", "1a.b:c", "-a.b:c",
+     ".a.b:c", "a.-b", "a.b\u00b7", "a.b \u00e9\u00e9"],
+)
+def test_tokens_at_the_ends_of_runs(text: str) -> None:
+    for whole in (text, "SELECT " + text, text + " ?x"):
+        assert _tokens(whole) == _plain_tokens(whole)
+
+
+# (head, unit, tail): the head, the unit repeated to the size, then the tail.
+_SLOW_BEFORE = {
+    "letters and dots": ("SELECT ", "a.", ""),
+    "digits and dots": ("SELECT ", "1.", ""),
+    "letters, digits and dots": ("SELECT ", "a.1.", ""),
+    "exponent-like": ("SELECT ", "1e.", ""),
+    "hyphens": ("SELECT ", "a-", ""),
+    "underscores": ("SELECT ", "a_.", ""),
+    "non-ASCII letters": ("SELECT ", "\u00e9", ""),
+    "a run then a non-ASCII letter": ("SELECT ", "a.", "\u00e9"),
+    "a run that ends with ':'": ("SELECT ", "a.", "a:b"),
+    "a run that ends with '.:'": ("SELECT ", "a.", ":b"),
+    "a run after a prefixed name": ("SELECT ex:a ", "a.", ""),
+    "a run in a local name": ("SELECT ex:", "a.", ""),
+    "blank-node labels": ("SELECT ", "_:a.", ""),
+    "a run after a blank node": ("SELECT _:", "a.", " a.a"),
+    "language tags": ('SELECT "x"@en-', "a.", ""),
+    "variables": ("SELECT ?v", "-a", ""),
+    "after PREFIX": ("PREFIX ", "a.", ""),
+    "after <": ("SELECT <", "a.", ""),
+    "a long string": ('SELECT """', 'a"', '"""'),
+    "a long IRI": ("SELECT <", "a", ">"),
+}
+_SLOW_POLICY = Policy(max_bytes=1 << 20)
+
+
+def _text_of_size(head: str, unit: str, tail: str, size: int) -> str:
+    return head + unit * ((size - len(head) - len(tail)) // len(unit)) + tail
+
+
+def _best_time(run: Callable[[], object]) -> float:
+    """The shortest of three runs, without the garbage collector (whose full collections take
+    time in proportion to everything the test process holds, not to the text)."""
+    best = float("inf")
+    gc.disable()
+    try:
+        for _ in range(3):
+            start = time.perf_counter()
+            try:
+                run()
+            except QuerySyntaxError:
+                pass
+            best = min(best, time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return best
+
+
+@pytest.mark.parametrize("name", _SLOW_BEFORE)
+def test_time_grows_linearly(name: str) -> None:
+    texts = [_text_of_size(*_SLOW_BEFORE[name], size) for size in (25_000, 100_000)]
+    checks: list[tuple[str, Callable[[str], object]]] = [
+        ("tokenize", lambda text: deque(tokenize(text), maxlen=0)),
+        ("fast path", lambda text: guard._check_fast(text, _SLOW_POLICY)),
+    ]
+    for label, check in checks:
+        small, large = (_best_time(functools.partial(check, text)) for text in texts)
+        # Linear: 4x (quadratic was 16x); the millisecond is for timer noise on tiny times.
+        assert large < 6 * small + 0.001, f"{label}: {small * 1e3:.1f} -> {large * 1e3:.1f} ms"
+        assert large < 0.5, f"{label}: {large:.2f} s at 100 KB"

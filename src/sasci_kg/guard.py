@@ -123,8 +123,63 @@ _TERMINALS = {
     "word": r"[A-Za-z][A-Za-z0-9_]*",
     "punct": r"\^\^|<<\(|\)>>|<<|>>|\{\||\|\}|&&|\|\||!=|<=|>=|[{}()\[\];,.=<>!+\-*/^|?~]",
 }
-_TOKEN = re.compile(
-    "|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _TERMINALS.items()), re.DOTALL
+
+# The same languages written so that the engine never backtracks into a token: possessive
+# where that changes nothing, because a character can be read in one way only. (":" is no
+# PN_CHARS, so a prefix can only end just before it, and the look-behind refuses a final "." as
+# the final [PN_CHARS] did; a local name or a long string is a sequence of pieces that split in
+# one way only, and the last piece is the last one that can be read, as the greedy original
+# reads it.) On a 100 KB token the backtracking forms cost up to 20 ms: the engine keeps a
+# state per repetition, in case it has to go back.
+_IRIREF_FAST = rf"<(?:[^<>\"{{}}|^`\\\x00-\x20]++|{_UCHAR})*+>"
+_STRING_FAST = (
+    r"'''(?:(?:''|')?(?:[^'\\]++|\\.))*+'''"
+    r'|"""(?:(?:""|")?(?:[^"\\]++|\\.))*+"""'
+    r"|'(?:[^'\\\n\r]++|\\.)*+'"
+    r'|"(?:[^"\\\n\r]++|\\.)*+"'
+)
+_PN_PREFIX_FAST = rf"(?:[{_PN_CHARS_BASE}][{_PN_CHARS}.]*+(?<!\.))?:"
+_PN_LOCAL_START = rf"[{_PN_CHARS_U}:0-9]|{_PLX}"
+_PN_LOCAL_FAST = rf"(?:{_PN_LOCAL_START})(?:\.*+(?:[{_PN_CHARS}:]++|{_PLX}))*+"
+_PNAME_FAST = rf"{_PN_PREFIX_FAST}(?:{_PN_LOCAL_FAST})?"
+_LANGTAG_FAST = r"@[a-zA-Z]++(?:-[a-zA-Z0-9]++)*+(?:--[a-zA-Z]++)?"
+_FASTER = {"iri": _IRIREF_FAST, "string": _STRING_FAST, "pname": _PNAME_FAST,
+           "langtag": _LANGTAG_FAST}
+
+# And in time linear in the text. A prefixed name's ":" comes right after its prefix, which
+# holds only name characters and dots; so from a letter, only the end of the run of [PN_CHARS.]
+# there tells whether a prefixed name starts. Tried first at every letter, "pname" looked that
+# far from each letter of a run like `a.a.a…` before "word" read one letter: quadratic, 1.1 s
+# at 16 KB (40 s at the 100 KiB limit), in the web process. Here, from an ASCII letter, one of
+# three reads on: "word" when neither a name character, "." nor ":" follows the word (the usual
+# word), "pname" when the run ends just before ":" and not with ".", or else "run": the whole
+# run, in which no prefixed name can start (its ":" would have to follow a name character of
+# the run). tokenize() reads that run with _IN_RUN, the terminals but "pname": words, numbers,
+# "." and "-" (a number may go on past the run, as `1e+5` does after `a.1e`). And "error" takes
+# the first character that no terminal reads: finditer used to search on from there, trying
+# "pname" at each letter after it (`SELECT éé…é`: 0.44 s at 6 KB).
+_WORD_ALONE = rf"[A-Za-z][A-Za-z0-9_]*+(?![{_PN_CHARS}.:])"
+
+
+def _alternatives(terminals: Mapping[str, str]) -> re.Pattern[str]:
+    return re.compile(
+        "|".join(f"(?P<{kind}>{pattern})" for kind, pattern in terminals.items()), re.DOTALL
+    )
+
+
+_TOKEN = _alternatives(
+    {
+        **{kind: _FASTER.get(kind, _TERMINALS[kind])
+           for kind in ("ws", "comment", "iri", "string", "var", "bnode")},
+        "word": _WORD_ALONE,
+        "pname": _PNAME_FAST,
+        "run": rf"[A-Za-z][{_PN_CHARS}.]*+",
+        **{kind: _FASTER.get(kind, _TERMINALS[kind]) for kind in ("langtag", "number", "punct")},
+        "error": ".",
+    }
+)
+_IN_RUN = _alternatives(
+    {**{kind: pattern for kind, pattern in _TERMINALS.items() if kind != "pname"}, "error": "."}
 )
 
 _OPENERS = frozenset({"{", "(", "[", "<<", "<<(", "{|"})
@@ -166,13 +221,30 @@ def tokenize(text: str) -> Iterator[Token]:
     (an unterminated string, a stray backslash, a non-breaking space, …).
     """
     pos = 0
-    for m in _TOKEN.finditer(text):
-        if m.start() != pos:  # nothing matched at pos: the search skipped ahead
-            break
-        kind = m.lastgroup
-        if kind != "ws" and kind != "comment":
-            yield Token(kind, m.group(), pos)  # type: ignore[arg-type]
-        pos = m.end()
+    restart = True
+    while restart:
+        restart = False
+        for m in _TOKEN.finditer(text, pos):
+            kind = m.lastgroup
+            if kind == "run":  # words, numbers, "." and "-", or a character no terminal reads
+                end = m.end()
+                for m in _IN_RUN.finditer(text, pos):
+                    kind = m.lastgroup
+                    if kind == "error":
+                        break
+                    yield Token(kind, m.group(), pos)  # type: ignore[arg-type]
+                    pos = m.end()
+                    if pos >= end:
+                        break
+                if pos == end:
+                    continue
+                restart = pos > end  # a number read on past the run (`a.1e+5`); else an error
+                break
+            if kind == "error":
+                break
+            if kind != "ws" and kind != "comment":
+                yield Token(kind, m.group(), pos)  # type: ignore[arg-type]
+            pos = m.end()
     if pos < len(text):
         line, column = _Lines(text).position(pos)
         char = text[pos]
@@ -324,13 +396,6 @@ def _check_full(text: str, policy: Policy) -> Checked:
 # else, every error included, goes on to _check_full, which stays the reference:
 # tests/test_guard.py checks on generated texts that both give the same answer or error.
 
-# The languages of "iri", of the short strings and of _PN_PREFIX followed by ":", written so
-# that the engine never backtracks. In each, a character can be read in one way only (":" is
-# no PN_CHARS, so a prefix can only end just before it; the look-behind refuses a final "." as
-# the final [PN_CHARS] did), so the possessive forms accept the same texts.
-_IRIREF_FAST = rf"<(?:[^<>\"{{}}|^`\\\x00-\x20]++|{_UCHAR})*+>"
-_STRING_FAST = _LONG_STRINGS + r"|'(?:[^'\\\n\r]++|\\.)*+'" r'|"(?:[^"\\\n\r]++|\\.)*+"'
-_PNAME_FAST = rf"(?:[{_PN_CHARS_BASE}][{_PN_CHARS}.]*+(?<!\.))?:(?:{_PN_LOCAL})?"
 # The punctuation in two: brackets, and the rest, read as "punct" reads it (it takes "<<", ">>"
 # and "|}" as brackets before "<", ">", "|" and "||").
 _PUNCT_OTHER = r"\^\^?|<(?!<)=?|>(?!>)=?|\|(?!\})\|?|&&|!=?|[;,.=+\-*/?~]"
@@ -340,21 +405,34 @@ _PREFIX_DECL = (
     rf"[Pp][Rr][Ee][Ff][Ii][Xx](?![A-Za-z0-9_])"
     rf"{_SEPARATOR}(?>{_PNAME_FAST}){_SEPARATOR}(?>{_IRIREF_FAST})"
 )
-_FASTER = {"iri": _IRIREF_FAST, "string": _STRING_FAST, "pname": _PNAME_FAST, "punct": _PUNCT_OTHER}
-_STEPPED_OVER = "|".join(
-    _FASTER.get(kind, pattern) for kind, pattern in _TERMINALS.items() if kind != "word"
+# A run of [PN_CHARS.] in which no prefixed name starts (one did not match just before) and
+# made of words and "." and "-" only, which tokenize() cuts into just those (see "run" there; no
+# digit follows a ".", so there is no number).
+_WORDS_RUN = (
+    rf"[A-Za-z][A-Za-z0-9_]*+(?:[.\-]++[A-Za-z][A-Za-z0-9_]*+)*+[.\-]*+(?![{_PN_CHARS}.])"
 )
+_STEPPED_OVER = "|".join(
+    _FASTER.get(kind, pattern) for kind, pattern in _TERMINALS.items()
+    if kind not in ("word", "punct")
+) + f"|{_PUNCT_OTHER}"
 # One match: a run of the tokens that _check_full only steps over (the tokenizer's terminals
 # in its order but for words and brackets, each atomic, so the run is cut into tokens as
 # tokenize() cuts it), then one of: a `PREFIX p: <iri>` declaration (_check_full skips its
-# name and IRI), a word or a bracket (group 1), the end of the text, or the rest of a text
-# that no terminal can read on (group 2). Words and the other punctuation start with
-# different characters, so trying that punctuation before the words changes nothing.
+# name and IRI), a word or a bracket (group 1), the end of the text, or in group 2 a run of
+# words, dots and hyphens, or else the rest of the text (from a character that no terminal
+# reads, or from any other run of [PN_CHARS.]). Words and the other punctuation start with
+# different characters, so trying that punctuation before the words changes nothing. After a
+# letter where no prefixed name starts, a word alone, a run or the rest reads on to the end of
+# the run of [PN_CHARS.], so each letter is looked at a bounded number of times (as in
+# tokenize(); "word" there is _WORD_ALONE, a word that no such run goes on after).
 _FAST = re.compile(
     rf"(?>{_STEPPED_OVER})*+"
-    rf"(?:{_PREFIX_DECL}|({_TERMINALS['word']}|{_BRACKET})|\Z|(.+))",
+    rf"(?:{_PREFIX_DECL}|({_WORD_ALONE}|{_BRACKET})|\Z|({_WORDS_RUN}|.+))",
     re.DOTALL,
 )
+_GROUPS = 3  # the parts of _FAST.split per match: the text skipped before it (none), groups 1-2
+_WORDS_RUN_ALONE = re.compile(_WORDS_RUN)
+_RUN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _DEPTH_STEP = {**dict.fromkeys(_OPENERS, 1), **dict.fromkeys(_CLOSERS, -1)}
 _BRACKETS = _OPENERS | _CLOSERS
 # PREFIX here is one that does not start a `PREFIX p: <iri>` declaration.
@@ -368,11 +446,15 @@ def _check_fast(text: str, policy: Policy) -> Checked | None:
     and an IRI after it, or brackets that may nest deeper than the limit.
     """
     _check_size(text, policy)
-    # Per match: the text skipped before it (always ""), group 1, group 2.
+    # Each match starts where the last one ended (where nothing else matches, \Z or "(.+)" does),
+    # so the text skipped before a match, parts[0::_GROUPS], is always "".
     parts = _FAST.split(text)
-    if any(parts[0::3]) or any(parts[2::3]):
+    # The words and brackets (none from PREFIX declarations), and the words of runs.
+    words: list[str] | None = list(filter(None, parts[1::_GROUPS]))
+    if any(parts[2::_GROUPS]):
+        words = _with_runs(parts)
+    if words is None:
         return None
-    words = list(filter(None, parts[1::3]))  # and brackets; none from PREFIX declarations
     form = None
     for word in words:
         keyword = word.upper()
@@ -393,6 +475,20 @@ def _check_fast(text: str, policy: Policy) -> Checked | None:
     if len(words) > limit and max(accumulate(map(_DEPTH_STEP.get, words, repeat(0)))) > limit:
         return None
     return _usual_checked(form, "FROM" in keywords, not keywords.isdisjoint(VOLATILE))
+
+
+def _with_runs(parts: list[str | None]) -> list[str] | None:
+    """The words and brackets, with the words of runs like `a.b-c`; None if group 2 holds the
+    rest of the text, which no run can be: it would have matched as one before."""
+    words: list[str] = []
+    for one, run in zip(parts[1::_GROUPS], parts[2::_GROUPS], strict=True):
+        if one:
+            words.append(one)
+        elif run:
+            if not _WORDS_RUN_ALONE.fullmatch(run):
+                return None
+            words += _RUN_WORD.findall(run)
+    return words
 
 
 @functools.cache
