@@ -3,7 +3,6 @@ them and nowhere else, size and nesting bounds, query vs update, and the address
 
 from __future__ import annotations
 
-import functools
 import gc
 import itertools
 import re
@@ -635,19 +634,21 @@ def _text_of_size(head: str, unit: str, tail: str, size: int) -> str:
     return head + unit * ((size - len(head) - len(tail)) // len(unit)) + tail
 
 
-def _best_time(run: Callable[[], object]) -> float:
-    """The shortest of three runs, without the garbage collector (whose full collections take
-    time in proportion to everything the test process holds, not to the text)."""
-    best = float("inf")
+def _shortest_times(check: Callable[[str], object], texts: Sequence[str]) -> list[float]:
+    """The shortest of three runs on each text, the texts taken in turn (so that a burst of
+    load elsewhere slows them alike), without the garbage collector (whose full collections
+    take time in proportion to everything the test process holds, not to the text)."""
+    best = [float("inf")] * len(texts)
     gc.disable()
     try:
         for _ in range(3):
-            start = time.perf_counter()
-            try:
-                run()
-            except QuerySyntaxError:
-                pass
-            best = min(best, time.perf_counter() - start)
+            for i, text in enumerate(texts):
+                start = time.perf_counter()
+                try:
+                    check(text)
+                except QuerySyntaxError:
+                    pass
+                best[i] = min(best[i], time.perf_counter() - start)
     finally:
         gc.enable()
     return best
@@ -661,7 +662,11 @@ def test_time_grows_linearly(name: str) -> None:
         ("fast path", lambda text: guard._check_fast(text, _SLOW_POLICY)),
     ]
     for label, check in checks:
-        small, large = (_best_time(functools.partial(check, text)) for text in texts)
-        # Linear: 4x (quadratic was 16x); the millisecond is for timer noise on tiny times.
+        small, large = _shortest_times(check, texts)
+        # Linear: 4x (quadratic was 16x); the millisecond is for timer noise on tiny times. On
+        # a busy machine a linear time can look 6x once; a quadratic one stays 16x.
+        if large > 6 * small + 0.001:
+            again = _shortest_times(check, texts)
+            small, large = min(small, again[0]), min(large, again[1])
         assert large < 6 * small + 0.001, f"{label}: {small * 1e3:.1f} -> {large * 1e3:.1f} ms"
         assert large < 0.5, f"{label}: {large:.2f} s at 100 KB"
