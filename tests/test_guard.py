@@ -294,6 +294,74 @@ def test_tokens() -> None:
     ]
 
 
+# Whether the engine needs the default prefixes: only for a prefixed name whose prefix no
+# PREFIX in the text declares.
+_SCHEMA = "PREFIX schema: <https://schema.org/> "
+
+
+@pytest.mark.parametrize(
+    ("text", "needs"),
+    [
+        ("SELECT * { ?s schema:name ?o }", True),
+        (_SCHEMA + "SELECT * { ?s schema:name ?o }", False),
+        ("PREFIX : <x#> SELECT * { :a ?p ?o }", False),
+        ("SELECT * { :a ?p ?o }", True),
+        ("SELECT * { ?s ?p ?o }", False),
+        (_SCHEMA + "SELECT * { ?s schema:name ?o ; a ex:Thing }", True),
+        (_SCHEMA + "SELECT * { ?s schema:name ?o ; a :Thing }", True),
+        (_SCHEMA + "SELECT * { ?s SCHEMA:name ?o }", True),  # prefixes are case-sensitive
+        ("prefix\tSCHEMA: # c\n <https://schema.org/> select * { ?s SCHEMA:name ?o }", False),
+        ("PREFIX schema:name <https://schema.org/> SELECT * { ?s schema:name ?o }", True),
+        ("SELECT * { ?s schema:name ?o } " + _SCHEMA, False),  # wherever the PREFIX is
+        ("SELECT * { ?s <http://e/ex:a> 'ex:b' } # ex:c", False),  # not in IRIs, strings, comments
+        ("SELECT * { ?s ?p _:b . ?s ?p ?ex }", False),
+        ("SELECT * { ?s ?p \"x\"^^xsd:string }", True),
+        (_SCHEMA + "SELECT * { ?s schema:a.schema:b.c ?o } LIMIT 1", False),
+        (_SCHEMA + "SELECT * { ?s a.b:c ?o }", True),
+        (_SCHEMA + "SELECT * { ?s schema:name ?o . FILTER(?o = a.b) }", False),
+    ],
+)
+def test_needs_default_prefixes(text: str, needs: bool) -> None:
+    assert check_query(text, POLICY).needs_default_prefixes is needs
+    assert guard._check_full(text, POLICY).needs_default_prefixes is needs
+
+
+_PREFIX_NAMES = st.sampled_from(["", "ex", "schema", "a.b", "\u00e9-1"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_PREFIX_NAMES, max_size=4),
+    st.lists(st.tuples(_PREFIX_NAMES, st.sampled_from(["", "x", "a.b", "a:b"])), max_size=5),
+    st.sampled_from([" ", "\n", " # c\n"]),
+    st.booleans(),
+)
+def test_needs_default_prefixes_when_a_prefix_used_is_not_declared(
+    declared: list[str], used: list[tuple[str, str]], separator: str, declared_last: bool
+) -> None:
+    declarations = "".join(f"PREFIX{separator}{p}:{separator}<http://e/{p}>\n" for p in declared)
+    body = "SELECT * {" + "".join(f" ?s {p}:{local} ?o ." for p, local in used) + " }\n"
+    text = body + declarations if declared_last else declarations + body
+    needs = not {p for p, _ in used} <= set(declared)
+    assert check_query(text, POLICY).needs_default_prefixes is needs
+    assert guard._check_full(text, POLICY).needs_default_prefixes is needs
+
+
+def test_needs_default_prefixes_in_updates_and_service_targets() -> None:
+    update = "PREFIX ex: <http://e/> INSERT DATA { ex:a ex:b ex:c }"
+    assert not check_update(update, POLICY).needs_default_prefixes
+    assert check_update(update.replace("ex:c", "schema:c"), POLICY).needs_default_prefixes
+    policy = Policy(service_allow=("http://example.org/",),
+                    default_prefixes={"ex": "http://example.org/"},
+                    resolve=_resolver(["93.184.216.34"]))
+    query = "SELECT * { SERVICE ex:s { ?s ?p ?o } }"
+    checked = check_query(query, policy)
+    assert checked.remote_iris == ("http://example.org/s",) and checked.needs_default_prefixes
+    checked = check_query("PREFIX ex: <http://example.org/> " + query, policy)
+    assert checked.remote_iris == ("http://example.org/s",)
+    assert not checked.needs_default_prefixes
+
+
 # ---------------------------------------------------------------------------------------
 # Allow-list and addresses.
 
@@ -460,7 +528,8 @@ def _sparqlish(draw: st.DrawFn) -> str:
 
 
 _STARTS = st.sampled_from(["", "SELECT * ", "PREFIX ex: <http://example.org/>\nSELECT ",
-                           "prefix ex: # c\n <http://example.org/> ASK ", "VERSION '1.2' "])
+                           "prefix ex: # c\n <http://example.org/> ASK ", "VERSION '1.2' ",
+                           "PREFIX : <http://example.org/> PREFIX schema: <https://schema.org/> "])
 
 
 def _resolve_stub(host: str, port: int) -> list[str]:

@@ -281,6 +281,10 @@ class Checked:
     has_dataset_clause: bool  # the query names FROM / FROM NAMED graphs itself
     remote_iris: tuple[str, ...] = ()  # allowed SERVICE / LOAD targets
     volatile: bool = False  # calls RAND, NOW, UUID, STRUUID or BNODE, or reaches a SERVICE
+    # False when the prefix of every prefixed name is declared by a PREFIX in the text itself
+    # (wherever in the text), so that the engine needs no default prefixes. True is always
+    # safe: it only costs the time to pass them.
+    needs_default_prefixes: bool = True
 
     @property
     def is_update(self) -> bool:
@@ -339,6 +343,8 @@ def _check_full(text: str, policy: Policy) -> Checked:
     has_dataset = False
     volatile = False
     remote: list[str] = []
+    used: set[str] = set()  # the prefixes of prefixed names, and the names declared, with ":"
+    declared: set[str] = set()
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -347,8 +353,11 @@ def _check_full(text: str, policy: Policy) -> Checked:
             name = tokens[i + 1].text
             if name.endswith(":"):
                 prefixes[name[:-1]] = _resolve(_iri_value(tokens[i + 2].text), base)
+            declared.add(name)  # (used holds only prefixes and ":", so `ex:a` changes nothing)
             i += 3
             continue
+        if token.kind == "pname":
+            used.add(token.text[: token.text.index(":") + 1])
         if keyword == "BASE" and i + 1 < len(tokens) and tokens[i + 1].kind == "iri":
             base = _resolve(_iri_value(tokens[i + 1].text), base)
             i += 2
@@ -384,7 +393,7 @@ def _check_full(text: str, policy: Policy) -> Checked:
             column=column,
         )
     return Checked(form=form, has_dataset_clause=has_dataset, remote_iris=tuple(remote),
-                   volatile=volatile)
+                   volatile=volatile, needs_default_prefixes=not used <= declared)
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,18 +401,20 @@ def _check_full(text: str, policy: Policy) -> Checked:
 # typical 440-character query with seven PREFIX lines (as long as the engine then takes to
 # answer it), 750 µs at 5 KiB, 13 ms at 90 KiB. Most queries need little of that: no SERVICE,
 # LOAD or BASE, shallow brackets, their form keyword first. For them the re engine does the
-# scanning in C and hands back only the words and brackets: ~10 µs, 100 µs, 1.8 ms. Anything
-# else, every error included, goes on to _check_full, which stays the reference:
-# tests/test_guard.py checks on generated texts that both give the same answer or error.
+# scanning in C and hands back only the words, brackets, prefixes and names declared: ~11 µs,
+# 100 µs, 1.8 ms. Anything else, every error included, goes on to _check_full, which stays the
+# reference: tests/test_guard.py checks on generated texts that both give the same answer or
+# error.
 
 # The punctuation in two: brackets, and the rest, read as "punct" reads it (it takes "<<", ">>"
 # and "|}" as brackets before "<", ">", "|" and "||").
 _PUNCT_OTHER = r"\^\^?|<(?!<)=?|>(?!>)=?|\|(?!\})\|?|&&|!=?|[;,.=+\-*/?~]"
 _BRACKET = r"<<\(|\)>>|<<|>>|\{\||\|\}|[{}()\[\]]"
 _SEPARATOR = rf"(?:{_TERMINALS['ws']}|{_TERMINALS['comment']})*+"
+# The word PREFIX alone (no prefixed name starts there), a prefixed name (in group 1), an IRI.
 _PREFIX_DECL = (
-    rf"[Pp][Rr][Ee][Ff][Ii][Xx](?![A-Za-z0-9_])"
-    rf"{_SEPARATOR}(?>{_PNAME_FAST}){_SEPARATOR}(?>{_IRIREF_FAST})"
+    rf"[Pp][Rr][Ee][Ff][Ii][Xx](?![{_PN_CHARS}.:])"
+    rf"{_SEPARATOR}(?>({_PNAME_FAST})){_SEPARATOR}(?>{_IRIREF_FAST})"
 )
 # A run of [PN_CHARS.] in which no prefixed name starts (one did not match just before) and
 # made of words and "." and "-" only, which tokenize() cuts into just those (see "run" there; no
@@ -413,24 +424,27 @@ _WORDS_RUN = (
 )
 _STEPPED_OVER = "|".join(
     _FASTER.get(kind, pattern) for kind, pattern in _TERMINALS.items()
-    if kind not in ("word", "punct")
+    if kind not in ("pname", "word", "punct")
 ) + f"|{_PUNCT_OTHER}"
 # One match: a run of the tokens that _check_full only steps over (the tokenizer's terminals
-# in its order but for words and brackets, each atomic, so the run is cut into tokens as
-# tokenize() cuts it), then one of: a `PREFIX p: <iri>` declaration (_check_full skips its
-# name and IRI), a word or a bracket (group 1), the end of the text, or in group 2 a run of
-# words, dots and hyphens, or else the rest of the text (from a character that no terminal
-# reads, or from any other run of [PN_CHARS.]). Words and the other punctuation start with
-# different characters, so trying that punctuation before the words changes nothing. After a
-# letter where no prefixed name starts, a word alone, a run or the rest reads on to the end of
-# the run of [PN_CHARS.], so each letter is looked at a bounded number of times (as in
-# tokenize(); "word" there is _WORD_ALONE, a word that no such run goes on after).
+# in its order but for prefixed names, words and brackets, each atomic, so the run is cut into
+# tokens as tokenize() cuts it), then one of: a `PREFIX p: <iri>` declaration (_check_full
+# skips its name and IRI); in group 2 a word, the prefix of a prefixed name with its ":" (the
+# local name follows only a ":", which no word or bracket ends with) or a bracket; the end of
+# the text; or in group 3 a run of words, dots and hyphens, or else the rest of the text (from
+# a character that no terminal reads, or from any other run of [PN_CHARS.]). Only prefixed
+# names and words start with a letter or ":", so trying the other terminals first changes
+# nothing, and _WORD_ALONE is no prefixed name. After a letter where no prefixed name starts, a
+# word alone, a run or the rest reads on to the end of the run of [PN_CHARS.], so each letter
+# is looked at a bounded number of times (as in tokenize(), where "word" is _WORD_ALONE too).
 _FAST = re.compile(
     rf"(?>{_STEPPED_OVER})*+"
-    rf"(?:{_PREFIX_DECL}|({_WORD_ALONE}|{_BRACKET})|\Z|({_WORDS_RUN}|.+))",
+    rf"(?:{_PREFIX_DECL}"
+    rf"|({_WORD_ALONE}|{_PN_PREFIX_FAST}|{_BRACKET})(?:(?<=:)(?:{_PN_LOCAL_FAST}))?"
+    rf"|\Z|({_WORDS_RUN}|.+))",
     re.DOTALL,
 )
-_GROUPS = 3  # the parts of _FAST.split per match: the text skipped before it (none), groups 1-2
+_GROUPS = 4  # the parts of _FAST.split per match: the text skipped before it (none), groups 1-3
 _WORDS_RUN_ALONE = re.compile(_WORDS_RUN)
 _RUN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _DEPTH_STEP = {**dict.fromkeys(_OPENERS, 1), **dict.fromkeys(_CLOSERS, -1)}
@@ -449,9 +463,9 @@ def _check_fast(text: str, policy: Policy) -> Checked | None:
     # Each match starts where the last one ended (where nothing else matches, \Z or "(.+)" does),
     # so the text skipped before a match, parts[0::_GROUPS], is always "".
     parts = _FAST.split(text)
-    # The words and brackets (none from PREFIX declarations), and the words of runs.
-    words: list[str] | None = list(filter(None, parts[1::_GROUPS]))
-    if any(parts[2::_GROUPS]):
+    # The words, prefixes and brackets (none from PREFIX declarations), and the words of runs.
+    words: list[str] | None = list(filter(None, parts[2::_GROUPS]))
+    if any(parts[3::_GROUPS]):
         words = _with_runs(parts)
     if words is None:
         return None
@@ -468,20 +482,26 @@ def _check_fast(text: str, policy: Policy) -> Checked | None:
             return None
     if form is None:
         return None
-    keywords = set(map(str.upper, set(words)))
+    distinct = set(words)
+    keywords = set(map(str.upper, distinct))
     if not keywords.isdisjoint(_NOT_FAST):
         return None
     limit = policy.max_depth  # the depth is at most the number of brackets
     if len(words) > limit and max(accumulate(map(_DEPTH_STEP.get, words, repeat(0)))) > limit:
         return None
-    return _usual_checked(form, "FROM" in keywords, not keywords.isdisjoint(VOLATILE))
+    # Of the words, prefixes and brackets, only the prefixes hold a ":": one that is left once
+    # the names declared are taken away is a prefix that no PREFIX declares.
+    needs_default_prefixes = ":" in "".join(distinct.difference(parts[1::_GROUPS]))
+    return _usual_checked(
+        form, "FROM" in keywords, not keywords.isdisjoint(VOLATILE), needs_default_prefixes
+    )
 
 
 def _with_runs(parts: list[str | None]) -> list[str] | None:
-    """The words and brackets, with the words of runs like `a.b-c`; None if group 2 holds the
-    rest of the text, which no run can be: it would have matched as one before."""
+    """The words, prefixes and brackets, with the words of runs like `a.b-c`; None if group 3
+    holds the rest of the text, which no run can be: it would have matched as one before."""
     words: list[str] = []
-    for one, run in zip(parts[1::_GROUPS], parts[2::_GROUPS], strict=True):
+    for one, run in zip(parts[2::_GROUPS], parts[3::_GROUPS], strict=True):
         if one:
             words.append(one)
         elif run:
@@ -492,9 +512,12 @@ def _with_runs(parts: list[str | None]) -> list[str] | None:
 
 
 @functools.cache
-def _usual_checked(form: str, has_dataset_clause: bool, volatile: bool) -> Checked:
+def _usual_checked(
+    form: str, has_dataset_clause: bool, volatile: bool, needs_default_prefixes: bool
+) -> Checked:
     """One shared (frozen) Checked per outcome: making one costs more than a cache lookup."""
-    return Checked(form=form, has_dataset_clause=has_dataset_clause, volatile=volatile)
+    return Checked(form=form, has_dataset_clause=has_dataset_clause, volatile=volatile,
+                   needs_default_prefixes=needs_default_prefixes)
 
 
 def _check_depth(text: str, tokens: Sequence[Token], limit: int) -> None:
