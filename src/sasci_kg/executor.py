@@ -792,33 +792,31 @@ def _receive(conn: Connection) -> Any:
     Safe because each side has at most one message in flight: a job, then its one reply.
     """
     fd = conn.fileno()
-    data = os.read(fd, 65536)
+    data: bytes | bytearray = os.read(fd, 65536)
     if not data:
         raise EOFError
-    while len(data) < _SIZE.size:
-        more = os.read(fd, 65536)
-        if not more:
-            raise OSError("got end of file during message")
-        data += more
+    data = _read_until(fd, data, _SIZE.size)
     (size,) = _SIZE.unpack_from(data)
     start = _SIZE.size
     if size == -1:  # over 2 GiB: an 8-byte length follows (multiprocessing's framing)
-        while len(data) < start + _BIG_SIZE.size:
-            more = os.read(fd, 65536)
-            if not more:
-                raise OSError("got end of file during message")
-            data += more
+        data = _read_until(fd, data, start + _BIG_SIZE.size)
         (size,) = _BIG_SIZE.unpack_from(data, start)
         start += _BIG_SIZE.size
-    if len(data) - start < size:
-        buffer = bytearray(data[start:])
-        while len(buffer) < size:
-            more = os.read(fd, min(size - len(buffer), 1 << 20))
-            if not more:
-                raise OSError("got end of file during message")
-            buffer += more
-        return pickle.loads(buffer)
+    data = _read_until(fd, data, start + size)
     return pickle.loads(memoryview(data)[start:start + size])
+
+
+def _read_until(fd: int, data: bytes | bytearray, size: int) -> bytes | bytearray:
+    """``data`` and what follows it on ``fd``, until there are ``size`` bytes (never more)."""
+    if len(data) >= size:
+        return data
+    buffer = bytearray(data)
+    while len(buffer) < size:
+        more = os.read(fd, min(size - len(buffer), 1 << 20))
+        if not more:
+            raise OSError("got end of file during message")
+        buffer += more
+    return buffer
 
 
 def _watch_parent(parent: int) -> None:

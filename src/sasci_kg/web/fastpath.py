@@ -28,10 +28,10 @@ from . import EXPOSED_HEADERS
 from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query
 
 QUERY_PATHS = frozenset({"/sparql", "/query"})
+SPARQL_QUERY = "application/sparql-query"
 # A form value whose only escapes are well-formed %XX (and no '=' or line breaks, which
 # binascii's quoted-printable decoder would read as its own syntax).
 _PLAIN_ESCAPES = re.compile(r"[^%=\r\n]*(?:%[0-9A-Fa-f]{2}[^%=\r\n]*)*")
-SPARQL_QUERY = "application/sparql-query"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
