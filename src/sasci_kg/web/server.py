@@ -14,10 +14,14 @@ per process serve many clients; pyoxigraph also releases the GIL.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import functools
 import logging
+import os
 import sys
-from typing import Any
+import threading
+from typing import IO, Any
 
 from gunicorn.app.base import BaseApplication
 
@@ -134,12 +138,80 @@ class _Server(BaseApplication):  # type: ignore[misc]
         return create_app(self.sasci_config)
 
 
+class BatchedHandler(logging.Handler):
+    """Log lines written to a stream in batches, by a thread of their own.
+
+    Under four clients (light queries, cache off) the access log written line by line cost
+    ~10 % of the throughput: a write to stderr per request, around which the request threads
+    hand the GIL to each other. Here a request thread only appends its record; lines below
+    WARNING reach the stream within ``interval`` seconds, and a warning or an error is written
+    at once, with everything before it. Each process (granian forks its workers) has its own
+    writer thread; what is left is written at exit.
+    """
+
+    def __init__(self, stream: IO[str], interval: float = 0.2):
+        super().__init__()
+        self.stream = stream
+        self.interval = interval
+        self._records: collections.deque[logging.LogRecord] = collections.deque()
+        self._wake = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._start_writer()
+        os.register_at_fork(after_in_child=self._start_writer)
+        atexit.register(self.flush)
+
+    def _start_writer(self) -> None:
+        self._records.clear()  # in a forked child: the parent writes its own records
+        self._wake = threading.Event()
+        self._flush_lock = threading.Lock()  # (a copy could have been held at the fork)
+        threading.Thread(target=self._write_batches, name="sasci-kg-log", daemon=True).start()
+
+    def _write_batches(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock on the request's path: deque.append is atomic.
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.msg, record.args = record.getMessage(), None  # the arguments as they are now
+        except Exception:  # noqa: BLE001 - logging must not raise into the request
+            self.handleError(record)
+            return
+        self._records.append(record)
+        if record.levelno >= logging.WARNING:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            lines = []
+            while self._records:
+                record = self._records.popleft()
+                try:
+                    lines.append(self.format(record) + "\n")
+                except Exception:  # noqa: BLE001
+                    self.handleError(record)
+            if lines:
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):  # stderr closed or gone at exit
+                    pass
+
+
 def configure_logging(config: ServerConfig) -> None:
     """Send the package's log lines (incl. the access log) to stderr, once."""
     logger = logging.getLogger("sasci_kg")
     logger.setLevel(config.log_level.upper())
     if not any(getattr(h, "_sasci_kg", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = BatchedHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(name)s %(message)s"))
         handler._sasci_kg = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
