@@ -22,8 +22,8 @@ import os
 import pickle
 import re
 import resource
-import select
 import signal
+import socket
 import struct
 import threading
 import time
@@ -918,15 +918,29 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     phase: Any  # shared byte: 0 until the worker's current query has parsed, then 1
-    poller: select.poll = field(default_factory=select.poll)
+    sock: socket.socket = field(init=False)
 
     def __post_init__(self) -> None:
-        # One poll object per worker: multiprocessing's own poll builds a selector per call.
-        self.poller.register(self.conn.fileno(), select.POLLIN)
+        # The pipe is a socketpair: a receive timeout on it lets one blocking read both wait
+        # for the reply and take it — one release of the GIL, where poll + read took two.
+        self.sock = socket.socket(fileno=os.dup(self.conn.fileno()))
 
-    def wait(self, seconds: float) -> bool:
-        """Whether a reply (or the end of the pipe) is there within ``seconds``."""
-        return bool(self.poller.poll(max(0, math.ceil(seconds * 1000))))
+    def receive(self, seconds: float) -> Any:
+        """The reply, or :class:`TimeoutError` if none comes within ``seconds``."""
+        whole, fraction = divmod(max(seconds, 0.001), 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                             _TIMEVAL.pack(int(whole), int(fraction * 1_000_000)))
+        try:
+            return _receive(self.conn)
+        except BlockingIOError:  # EAGAIN: the receive timeout passed
+            raise TimeoutError from None
+
+    def close(self) -> None:
+        self.sock.close()
+        self.conn.close()
+
+
+_TIMEVAL = struct.Struct("@ll")
 
 
 class WorkerPool:
@@ -1111,12 +1125,13 @@ class WorkerPool:
         worker.phase.value = 0
         try:
             conn.send((job, timeout))
-            if not worker.wait(deadline - time.monotonic()):
+            try:
+                reply = worker.receive(deadline - time.monotonic())
+            except TimeoutError:
                 log.warning(
                     "query worker %s killed after the %.1f s limit", worker.process.pid, timeout
                 )
-                raise QueryTimeoutError(timeout)
-            reply = _receive(conn)
+                raise QueryTimeoutError(timeout) from None
             if reply[0] == "error":
                 return _rebuild_error(reply)
             _, rows, seconds, info, body = reply
@@ -1146,7 +1161,7 @@ def _stop(worker: _Worker, *, polite: bool) -> None:
     if process.is_alive():
         process.kill()
     process.join(timeout=5)
-    worker.conn.close()
+    worker.close()
     try:
         process.close()
     except ValueError:  # still running after SIGKILL and 5 s: leave it to the OS
