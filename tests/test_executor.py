@@ -362,3 +362,30 @@ def test_messages_larger_than_one_read_arrive_whole(pool: WorkerPool) -> None:
     assert outcome.rows == 1
     small = pool.run(QueryJob("ASK { }", JSON), timeout=5)  # and the pipe is still in step
     assert b"true" in small.body
+
+
+def test_unused_prefixes_are_dropped_as_one_search_per_name_would() -> None:
+    # _tidy_prefixes finds every written name in one pass; it must keep exactly the
+    # declarations that a search for each "name:" (not inside a longer name) keeps.
+    import random
+    import re
+
+    from sasci_kg.executor import _tidy_prefixes
+
+    def by_search(data: bytes) -> bytes:
+        lines = re.findall(rb"@prefix ([^:\s]*): <([^>]*)> \.\n", data)
+        body = data[sum(len(b"@prefix %s: <%s> .\n" % pair) for pair in lines):]
+        kept = sorted(pair for pair in lines
+                      if re.search(rb"(?<![\w.:\-])" + re.escape(pair[0]) + rb":", body))
+        return b"".join(b"@prefix %s: <%s> .\n" % pair for pair in kept) + body
+
+    names = [b"", b"ex", b"e", b"ex2", b"a.b", b"a-b", b"x_y", b"schema", b"sch"]
+    pieces = [b"ex:", b"e:", b"a.ex:", b"exx:", b"<http://ex:x/>", b'"ex: in text"', b":a",
+              b"ex2:b", b"a.b:c", b"a-b:c", b"x_y:z", b"schema:name", b" ", b"\n", b".",
+              b"-", b":", b"sch:", b"1ex:"]
+    rng = random.Random(11)
+    for _ in range(3000):
+        declared = rng.sample(names, rng.randint(0, len(names)))
+        head = b"".join(b"@prefix %s: <http://n/%d#> .\n" % (n, i) for i, n in enumerate(declared))
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert _tidy_prefixes(head + body) == by_search(head + body), head + body
