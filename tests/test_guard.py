@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sasci_kg import guard
+from sasci_kg.errors import QueryError
 from sasci_kg.guard import (
     Checked,
     Policy,
@@ -739,3 +740,20 @@ def test_time_grows_linearly(name: str) -> None:
             small, large = min(small, again[0]), min(large, again[1])
         assert large < 6 * small + 0.001, f"{label}: {small * 1e3:.1f} -> {large * 1e3:.1f} ms"
         assert large < 0.5, f"{label}: {large:.2f} s at 100 KB"
+
+
+@pytest.mark.parametrize("text", [
+    "BASE <a> BASE <http://[x> SELECT * {}",
+    "BASE <http://[x> SELECT * { SERVICE <y> {} }",
+    "SELECT * { SERVICE <http://[x/> {} }",
+    "SELECT * { SERVICE <http://a:99999/> {} }",
+    "PREFIX p: <http://[x> SELECT * { SERVICE p:a {} }",
+    "LOAD <http://[x>",
+])
+def test_an_iri_that_urllib_refuses_is_a_client_error(text: str) -> None:
+    # urllib raises ValueError on an unclosed IPv6 host or a port out of range; the guard
+    # must turn that into a refusal (400/403), never let it through as a 500.
+    allowing = Policy(service_allow=("http://",), resolve=lambda host, port: ["8.8.8.8"])
+    for policy in (Policy(), allowing):
+        with pytest.raises(QueryError):
+            guard._check(text, policy)

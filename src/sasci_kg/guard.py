@@ -574,7 +574,13 @@ def _unescape_local(local: str) -> str:
 
 
 def _resolve(iri: str, base: str | None) -> str:
-    return urljoin(base, iri) if base and not urlsplit(iri).scheme else iri
+    try:
+        return urljoin(base, iri) if base and not urlsplit(iri).scheme else iri
+    except ValueError as exc:  # urllib refuses it (e.g. "http://[x": an unclosed IPv6 host)
+        raise QuerySyntaxError(
+            f"the IRI <{iri}> cannot be resolved against the base <{base}> ({exc}); "
+            "correct the IRI or the BASE"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -642,17 +648,22 @@ def check_remote_iri(keyword: str, iri: str, policy: Policy) -> None:
             keyword, iri, "this endpoint does not call other services or fetch URLs "
             "(an operator can allow IRI prefixes with SASCI_KG_SERVICE_ALLOW)"
         )
-    parts = urlsplit(iri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:  # urllib refuses some IRIs outright: an unclosed IPv6 host, a port out of range
+        parts = urlsplit(iri)
+        hostname, port = parts.hostname, parts.port
+        allowed = any(_matches_allowed(iri, parts, prefix) for prefix in policy.service_allow)
+    except ValueError as exc:
+        raise RemoteAccessRefusedError(keyword, iri, f"it is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise RemoteAccessRefusedError(keyword, iri, "only http and https IRIs can be allowed")
     if "@" in parts.netloc:
         raise RemoteAccessRefusedError(keyword, iri, "IRIs with user information are refused")
-    if not any(_matches_allowed(iri, parts, allowed) for allowed in policy.service_allow):
+    if not allowed:
         raise RemoteAccessRefusedError(keyword, iri, "the IRI is not on this endpoint's allow-list")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = port or (443 if parts.scheme == "https" else 80)
     resolve = policy.resolve or _default_resolve
     try:
-        addresses = resolve(parts.hostname, port)
+        addresses = resolve(hostname, port)
     except (OSError, UnicodeError) as exc:
         raise RemoteAccessRefusedError(keyword, iri, f"its host does not resolve ({exc})") from exc
     if not addresses:
