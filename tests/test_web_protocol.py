@@ -168,6 +168,20 @@ def test_default_prefixes_apply_without_prefix_lines(client: FlaskClient) -> Non
     ]
 
 
+
+def test_a_graph_answer_is_written_with_prefixes_even_when_the_query_declares_its_own(
+    client: FlaskClient,
+) -> None:
+    # The default prefixes go to the engine only when a query needs them for parsing, but a
+    # CONSTRUCT's Turtle is always written with them (declaring only those it uses).
+    own = ("PREFIX schema: <https://schema.org/> "
+           "CONSTRUCT { ?p schema:name ?n } WHERE { ?p a schema:Person ; schema:name ?n }")
+    bare = "CONSTRUCT { ?p schema:name ?n } WHERE { ?p a schema:Person ; schema:name ?n }"
+    answers = [client.get("/sparql", query_string={"query": q}) for q in (own, bare)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].data == answers[1].data
+    assert b"@prefix schema: <https://schema.org/> ." in answers[0].data
+
 # ---------------------------------------------------------------------------------------
 # Dataset: the union by default, GRAPH still isolates, protocol and FROM datasets.
 

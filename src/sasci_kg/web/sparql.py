@@ -337,8 +337,9 @@ def execute_query(
         sparql=text,
         media_type=fmt.media_type,
         # Handing pyoxigraph the 37 default prefixes costs ~12 µs a query (and their
-        # pickling ~8): only when the text uses a prefix it does not declare.
-        prefixes=PREFIXES if checked.needs_default_prefixes else {},
+        # pickling ~8): only when the text uses a prefix it does not declare, or when the
+        # answer is RDF (its Turtle is written with them).
+        prefixes=PREFIXES if checked.needs_default_prefixes or checked.returns_graph else {},
         default_graph=tuple(default_graph or ()) if dataset else None,
         named_graphs=tuple(named_graphs or ()) if dataset else None,
         # pyoxigraph ignores FROM when asked for the union, so honour the query's own dataset.
