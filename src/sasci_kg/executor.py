@@ -208,7 +208,9 @@ class Outcome:
 
 _PREFIX_LINE = re.compile(rb"@prefix ([^:\s]*): <([^>]*)> \.\n")
 _NAMESPACE_END = re.compile(r"[/#]")
-_WRITTEN_NAME = re.compile(rb"(?<![\w.:\-])([\w.\-]*):")
+# A prefix name is written where no longer name runs into it from the left.
+_NAME_START = rb"(?<![\w.:\-])"
+_WRITTEN_NAME = re.compile(_NAME_START + rb"([\w.\-]*):")
 _PLAIN_NAME = re.compile(rb"[\w.\-]*")
 _PREFIXED_FORMATS = ("Turtle", "TriG")
 
@@ -288,7 +290,7 @@ def _tidy_prefixes(data: bytes) -> bytes:
         for name, iri in declared
         if name in written
         or (_PLAIN_NAME.fullmatch(name) is None
-            and re.search(rb"(?<![\w.:\-])" + re.escape(name) + rb":", body))
+            and re.search(_NAME_START + re.escape(name) + rb":", body))
     )
     return b"".join(b"@prefix %s: <%s> .\n" % pair for pair in kept) + body
 
