@@ -4,6 +4,7 @@ a crashing parser takes down only a worker, swaps are picked up, writes go throu
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from rdflib.compare import isomorphic
 
 from sasci_kg.errors import NotFoundError
 from sasci_kg.executor import (
+    WORKER_MALLOC_TUNABLE,
     DumpJob,
     ExecutorBusyError,
     GraphWriteJob,
@@ -30,6 +32,7 @@ from sasci_kg.executor import (
     WorkerPool,
     _serialize_solutions,
     serialize_rdf,
+    tune_worker_malloc,
 )
 from sasci_kg.guard import QuerySyntaxError
 from sasci_kg.store import store_generation
@@ -224,6 +227,23 @@ def test_busy_pool_refuses_with_retry_after(store_path: Path) -> None:
         thread.join()
     finally:
         single.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_query_workers_start_with_the_deeper_malloc_cache(pool: WorkerPool) -> None:
+    for pid in pool.pids():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        tunables = [v for v in environ if v.startswith(b"GLIBC_TUNABLES=")]
+        assert tunables and WORKER_MALLOC_TUNABLE.encode() in tunables[0]
+
+
+def test_a_tcache_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=3")
+    tune_worker_malloc()
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=3"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    tune_worker_malloc()
+    assert os.environ["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{WORKER_MALLOC_TUNABLE}"
 
 
 def test_close_leaves_no_process(store_path: Path) -> None:
