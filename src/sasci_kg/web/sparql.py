@@ -390,9 +390,10 @@ def answer_query(
     download = wants_download(params)
     checked = runtime.check(text)
     fmt = runtime.negotiate(accept, format_overrides(params), offered_for(checked))
-    answer = _cached_or_run(runtime, text, fmt, checked, default_graph, named_graphs, limit)
-    headers = [("Content-Type", fmt.content_type), ("Vary", "Accept")]
     conditional = method in CONDITIONAL_METHODS
+    answer = _cached_or_run(runtime, text, fmt, checked, default_graph, named_graphs, limit,
+                            tagged=conditional)
+    headers = [("Content-Type", fmt.content_type), ("Vary", "Accept")]
     if conditional:
         # The answer is fixed until the next load: caches keep it, and revalidate (ETag).
         headers += [("ETag", f'"{answer.etag}"'), ("Cache-Control", "no-cache")]
@@ -409,8 +410,10 @@ def answer_query(
 
 def _cached_or_run(
     runtime: Runtime, text: str, fmt: Format, checked: Checked,
-    default_graph: Sequence[str], named_graphs: Sequence[str], limit: float,
+    default_graph: Sequence[str], named_graphs: Sequence[str], limit: float, *, tagged: bool,
 ) -> CachedAnswer:
+    """The answer, from the cache or a worker; its entity tag is computed only when the
+    answer is kept or ``tagged`` (a GET or HEAD, which sends it)."""
     keep = not checked.volatile and runtime.results.max_bytes > 0
     generation = runtime.generation() if keep else None
     key = (text, fmt.media_type, tuple(default_graph), tuple(named_graphs))
@@ -422,8 +425,8 @@ def _cached_or_run(
         text, fmt, timeout=limit, default_graph=default_graph, named_graphs=named_graphs,
         checked=checked, runtime=runtime,
     )
-    answer = CachedAnswer(outcome.body, outcome.rows, outcome.seconds,
-                          entity_tag(fmt.media_type, outcome.body))
+    etag = entity_tag(fmt.media_type, outcome.body) if keep or tagged else ""
+    answer = CachedAnswer(outcome.body, outcome.rows, outcome.seconds, etag)
     # Kept under the generation the worker answered from (a load may have swapped since).
     worked_on = outcome.info.get("generation")
     if generation is not None and worked_on is not None:
