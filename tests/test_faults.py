@@ -416,6 +416,49 @@ def test_a_store_removed_while_serving_is_503_until_a_load_brings_it_back(
     _survived("store removed while serving: 503, then served again after a load")
 
 
+def _children(pid: int) -> list[int]:
+    """The live direct children of ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def test_a_killed_http_worker_is_replaced_and_its_query_workers_go(tmp_path: Path) -> None:
+    """The OOM killer (or a crash in an extension) takes the HTTP worker: the server starts
+    a new one with new query workers instead of stopping, and the old ones do not linger."""
+    store = make_store(tmp_path / "store")
+    with run_live_server(store, tmp_path) as server:
+        assert requests.get(server.sparql, params={"query": COUNT}, timeout=10).ok
+        (http_worker,) = _children(server.process.pid)
+        old_query_workers = server.workers()
+        assert old_query_workers
+        os.kill(http_worker, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(server.sparql, params={"query": COUNT}, timeout=10).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, server.log()
+            assert server.process.poll() is None, server.log()
+            time.sleep(0.2)
+        assert _children(server.process.pid) not in ([], [http_worker])
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in old_query_workers):
+            assert time.monotonic() < deadline, "the dead worker's query processes lingered"
+            time.sleep(0.1)
+        assert server.workers() and not set(server.workers()) & set(old_query_workers)
+    _survived("HTTP worker killed: replaced, the endpoint answers again")
+
+
 # ---------------------------------------------------------------------------------------
 # A store locked by another process.
 

@@ -121,6 +121,10 @@ def _run_granian(config: ServerConfig) -> None:
         log_access=False,  # the app logs each request itself (without query values)
         # On SIGTERM, let requests in flight finish (they cannot outlast max_timeout).
         workers_kill_timeout=int(config.max_timeout) + 5,
+        # An HTTP worker that dies (killed by the OOM killer, a crash in an extension) is
+        # replaced at once instead of the whole server stopping; granian still gives up on a
+        # worker that dies again within 5.5 s of its start (a crash loop).
+        respawn_failed_workers=True,
     )
     server.serve(target_loader=functools.partial(_granian_app, config))
 
@@ -239,5 +243,5 @@ def run_server(config: ServerConfig) -> None:
         if exc.code not in (0, None):
             raise ServerError(
                 f"the server on {config.host}:{config.port} stopped with status {exc.code} "
-                "(is the port in use? see the log lines above)"
+                "(is the port in use, or did a worker keep crashing? see the log lines above)"
             ) from None
