@@ -23,7 +23,7 @@ from conftest import LiveServer, alive, app_for, run_live_server
 from flask.testing import FlaskClient
 from project import QUERIES, load_real_store
 
-from sasci_kg import trace_links
+from sasci_kg import trace, trace_links
 from sasci_kg.executor import WorkerPool
 
 ID = "https://w3id.org/sasci-kg/id/"
@@ -286,6 +286,32 @@ def test_the_funders_page(client: FlaskClient) -> None:
     assert '<select id="pick-from" name="from">' in page
     assert '<option value="org/thurrock-council">Thurrock Council</option>' in page
     assert page.count('<g class="node') >= 40
+
+
+def test_a_network_too_large_to_draw_offers_to_draw_part_of_it(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big portfolio (10⁶ triples: ~40,000 links): the pages still answer, as HTML, and
+    offer to draw around one entity; tools get a 400 problem that says the same."""
+    monkeypatch.setattr(trace, "DEFAULT_NETWORK_LINKS", 20)
+    with app_for(store_path) as app:
+        client = app.test_client()
+        network = client.get("/network", headers=HTML)
+        assert network.status_code == 200 and network.mimetype == "text/html"
+        page = network.get_data(as_text=True)
+        assert "more than 20 links: too many to draw" in page
+        assert 'class="trace-form around-form"' in page and 'name="around"' in page
+        assert '<g class="node' not in page
+        funders = client.get("/funders", headers=HTML)
+        assert funders.status_code == 200
+        page = funders.get_data(as_text=True)
+        assert "more than 20 links: too many to draw" in page and 'name="around"' in page
+        assert '<option value="org/thurrock-council">Thurrock Council</option>' in page
+        part = client.get("/network?around=WCS+Care&hops=1", headers=HTML)
+        assert part.status_code == 200 and '<g class="node' in part.get_data(as_text=True)
+        download = client.get("/network.svg")
+        assert download.status_code == 400
+        assert "too many to draw" in download.get_json()["detail"]
 
 
 # -- every query in the killable query workers -------------------------------------------

@@ -13,7 +13,8 @@ the web app into an ``application/problem+json`` body with the right status.
     │       ├── RemoteProtocolError     an answer we cannot trust: bad status, type or body (502)
     │       └── RemoteIncompleteError   a 200 the engine cut short (row cap) (502)
     ├── QueryError          a SPARQL query that is malformed or cannot run
-    │   └── QueryRefusedError a query the policy refuses (SERVICE, LOAD, update, too large)
+    │   ├── QueryRefusedError a query the policy refuses (SERVICE, LOAD, update, too large)
+    │   └── NetworkTooLargeError  the whole network has too many links to draw
     ├── ExportError         an unknown format or graph asked of the exporter
     └── NotFoundError       a named query, entity or graph that does not exist
         ├── UnknownEntityError    a name that matches no entity (with suggestions)
@@ -91,6 +92,19 @@ class QueryError(SasciKgError):
 
 class QueryRefusedError(QueryError):
     """A query the endpoint's policy refuses (SERVICE, LOAD, an update, too large)."""
+
+
+class NetworkTooLargeError(QueryError):
+    """The network asked for has more than ``max_links`` links, too many to draw: draw part
+    of it (around one entity, or fewer kinds of links)."""
+
+    def __init__(self, max_links: int):
+        super().__init__(
+            f"the network has more than {max_links:,} links, too many to draw; draw part of "
+            "it: around one entity within a few hops (--around ENTITY --hops N; on the web, "
+            "around and hops), or with fewer kinds of links (--links)"
+        )
+        self.max_links = max_links
 
 
 class ExportError(SasciKgError):

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .errors import QueryError
+from .errors import NetworkTooLargeError, QueryError
 from .network import NetEdge, NetNode, Network
 from .store import Backend
 from .trace_describe import Description, describe, make_link, wanted
@@ -186,12 +186,14 @@ class Tracer:
 
     def network(self, *, links: Iterable[str] | None = None, around: str | None = None,
                 hops: int = DEFAULT_HOPS, highlight: tuple[str, str] | None = None,
-                max_links: int = DEFAULT_NETWORK_LINKS, timeout: float = DEFAULT_TIMEOUT
+                max_links: int | None = None, timeout: float = DEFAULT_TIMEOUT
                 ) -> Network:
         """The network of entities and typed links (default :data:`NETWORK_KINDS`), of the
         whole graph or ``around`` one entity within ``hops``, with the shortest path
         between the two ``highlight`` entities marked."""
         kinds = check_kinds(links if links is not None else NETWORK_KINDS)
+        if max_links is None:
+            max_links = DEFAULT_NETWORK_LINKS
         if around is not None:
             centre = self.resolve(around, parameter="--around")
             ball = grow_ball(self._fetch(kinds, max_links), centre.iri, hops=hops,
@@ -203,9 +205,7 @@ class Tracer:
             raw = fetch_all_links(self.backend, kinds, limit=max_links + 1)
             title = "The SASCI knowledge graph: who is connected to whom"
         if len(raw) > max_links:
-            raise QueryError(f"the network has more than {max_links} links, too many to "
-                             "draw; draw part of it with --around ENTITY --hops N, or fewer "
-                             "--links")
+            raise NetworkTooLargeError(max_links)
         path: Path | None = None
         if highlight is not None:
             found = self.trace(highlight[0], highlight[1], paths=1, links=kinds,

@@ -30,7 +30,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
-from ..errors import NotFoundError
+from ..errors import NetworkTooLargeError, NotFoundError
 from ..executor import Outcome, QueryJob
 from ..network import MEDIA_TYPES, Network, write_network
 from ..search import SearchIndex, build_search_index
@@ -306,12 +306,18 @@ def network_page() -> ResponseReturnValue:
         drawn, svg = draw_network(graph, wanted)
     except NotFoundError as exc:
         return entity_problem_page(exc, "network.html", wanted=wanted, drawn=None, svg=None,
-                                   downloads=NETWORK_DOWNLOAD_LABELS)
+                                   downloads=NETWORK_DOWNLOAD_LABELS, max_hops=MAX_HOPS)
+    except NetworkTooLargeError as exc:
+        # A big portfolio: the page still helps, by offering to draw part of the network.
+        return render_page("network.html", wanted=wanted, drawn=None, svg=None,
+                           highlighted=[], error=None, too_large=exc.max_links,
+                           downloads=NETWORK_DOWNLOAD_LABELS, max_hops=MAX_HOPS)
     picture = inline_svg(svg)
     highlighted = [n.id for n in drawn.nodes if n.highlighted]
     return render_page("network.html", svgs=[picture], wanted=wanted, drawn=drawn,
                        svg=picture, highlighted=highlighted, error=None,
-                       downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS)
+                       downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS,
+                       max_hops=MAX_HOPS)
 
 
 @bp.get("/network.<ext>")
@@ -484,7 +490,14 @@ def funders_page() -> ResponseReturnValue:
     graph = current_graph()
     overview: Overview = graph.cached("overview", lambda: build_overview(graph.queries))
     wanted = NetworkRequest(None, DEFAULT_HOPS, None, None, NETWORK_KINDS)
-    _drawn, svg = draw_network(graph, wanted)
+    try:
+        _drawn, svg = draw_network(graph, wanted)
+    except NetworkTooLargeError as exc:
+        # A big portfolio: the tables and the trace form still answer; the picture is
+        # drawn around an organisation the reader picks.
+        return render_page("funders.html", overview=overview, svg=None,
+                           too_large=exc.max_links, max_hops=MAX_HOPS, wanted=wanted,
+                           downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS)
     picture = inline_svg(svg)
     return render_page("funders.html", svgs=[picture], overview=overview, svg=picture,
                        downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS)
