@@ -384,6 +384,32 @@ def test_messages_larger_than_one_read_arrive_whole(pool: WorkerPool) -> None:
     assert b"true" in small.body
 
 
+@pytest.mark.parametrize("fmt", [ox.RdfFormat.TURTLE, ox.RdfFormat.TRIG])
+def test_graphs_read_the_same_whether_prefixes_are_few_or_very_many(fmt: ox.RdfFormat) -> None:
+    # Up to _ALL_PREFIXES_UP_TO prefixes go to pyoxigraph whole and the unused are dropped
+    # after; beyond, the used ones are found first. The two must write the same bytes.
+    from sasci_kg.executor import _ALL_PREFIXES_UP_TO
+
+    used = {"ex": "http://example.org/", "s": "https://schema.org/", "h": "http://h.org/a#",
+            "odd": "http://example.org/odd-"}
+    unused = {f"u{i}": f"http://unused.org/{i}/" for i in range(_ALL_PREFIXES_UP_TO)}
+    g = ox.NamedNode("http://example.org/g")
+    items = []
+    for i in range(30):
+        s = ox.NamedNode(f"http://example.org/thing{i}")
+        odd = ox.NamedNode(f"http://example.org/odd-{i}")
+        typed = ox.Literal(str(i), datatype=ox.NamedNode("http://h.org/a#t"))
+        quads = [ox.Quad(s, ox.NamedNode("https://schema.org/name"), ox.Literal(f"n{i}"), g),
+                 ox.Quad(s, ox.NamedNode("http://h.org/a#p"), odd, g),
+                 ox.Quad(s, ox.NamedNode("http://elsewhere.net/q"), typed, g)]
+        items += quads if fmt == ox.RdfFormat.TRIG else [q.triple for q in quads]
+    some_unused = dict(list(unused.items())[:10])
+    few = serialize_rdf(items, fmt, {**used, **some_unused})
+    many = serialize_rdf(items, fmt, {**used, **unused})
+    assert few == many and b"@prefix u" not in few
+    assert few.startswith(b"@prefix ex: <http://example.org/> .\n@prefix h:")
+
+
 def test_unused_prefixes_are_dropped_as_one_search_per_name_would() -> None:
     # _tidy_prefixes finds every written name in one pass; it must keep exactly the
     # declarations that a search for each "name:" (not inside a longer name) keeps.

@@ -207,6 +207,12 @@ class Outcome:
 # RDF serialisation (also used by the web layer for small documents it builds itself).
 
 _PREFIX_LINE = re.compile(rb"@prefix ([^:\s]*): <([^>]*)> \.\n")
+_PREFIX_BLOCK = re.compile(rb"(?:@prefix [^:\s]*: <[^>]*> \.\n)*")
+# Up to this many prefixes, pyoxigraph is given them all and the unused ones are dropped from
+# its output afterwards: finding the used ones first, term by term in Python, took longer
+# than the serialisation. A query declaring very many is matched first (pyoxigraph tries
+# every prefix on every IRI).
+_ALL_PREFIXES_UP_TO = 64
 _NAMESPACE_END = re.compile(r"[/#]")
 # A prefix name is written where no longer name runs into it from the left.
 _NAME_START = rb"(?<![\w.:\-])"
@@ -227,11 +233,14 @@ def serialize_rdf(
     Raises :class:`ResultTooLargeError` as soon as the output passes ``max_bytes``.
     """
     ordered: list[Any] = sorted(items, key=str)
-    candidates: dict[str, str] | None = None
-    if prefixes and format.name in (*_PREFIXED_FORMATS, "RDF/XML"):
+    candidates: Mapping[str, str] | None = None
+    if prefixes and format.name in _PREFIXED_FORMATS and len(prefixes) <= _ALL_PREFIXES_UP_TO:
+        candidates = prefixes  # the unused ones are dropped below
+    elif prefixes and format.name in (*_PREFIXED_FORMATS, "RDF/XML"):
         candidates = _candidate_prefixes(ordered, prefixes)
     writer = _CappedWriter(max_bytes)
-    ox.serialize(ordered, cast(IO[bytes], writer), format, prefixes=candidates or None)
+    ox.serialize(ordered, cast(IO[bytes], writer), format,
+                 prefixes=dict(candidates) if candidates else None)
     data = writer.value()
     if candidates and format.name in _PREFIXED_FORMATS:
         data = _tidy_prefixes(data)
@@ -276,11 +285,9 @@ def _tidy_prefixes(data: bytes) -> bytes:
     A name counts as used when ``name:`` appears in the body outside a longer name; a false
     "used" (the text inside a literal) only keeps a harmless declaration.
     """
-    pos = 0
-    declared: list[tuple[bytes, bytes]] = []
-    while m := _PREFIX_LINE.match(data, pos):
-        declared.append((m.group(1), m.group(2)))
-        pos = m.end()
+    header = _PREFIX_BLOCK.match(data)
+    pos = header.end() if header else 0
+    declared: list[tuple[bytes, bytes]] = _PREFIX_LINE.findall(data, 0, pos)
     body = data[pos:]
     # Every name written before a ':' in one pass (a search per declared name was most of a
     # small CONSTRUCT's time); a name this pattern cannot spell is searched for on its own.
