@@ -25,6 +25,7 @@ from project import QUERIES, load_real_store
 
 from sasci_kg import trace, trace_links
 from sasci_kg.executor import WorkerPool
+from sasci_kg.web import funders as funders_view
 
 ID = "https://w3id.org/sasci-kg/id/"
 SHAPE = "session/sasci-final-2024.shape-or-be-shaped"
@@ -307,6 +308,11 @@ def test_a_network_too_large_to_draw_offers_to_draw_part_of_it(
         page = funders.get_data(as_text=True)
         assert "more than 20 links: too many to draw" in page and 'name="around"' in page
         assert '<option value="org/thurrock-council">Thurrock Council</option>' in page
+        monkeypatch.setattr(funders_view, "MAX_PRESENT_ORGANISATIONS", 5)
+        short = client.get("/funders", headers=HTML).get_data(as_text=True)
+        table = short.split('id="organisations"', 1)[1].split("</table>", 1)[0]
+        assert table.count('<th scope="row"') == 5
+        assert "The first 5 organisations by name;" in short and 'href="/search"' in short
         part = client.get("/network?around=WCS+Care&hops=1", headers=HTML)
         assert part.status_code == 200 and '<g class="node' in part.get_data(as_text=True)
         download = client.get("/network.svg")

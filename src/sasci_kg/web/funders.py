@@ -483,6 +483,11 @@ def build_overview(backend: Backend) -> Overview:
     )
 
 
+# The organisations table lists this many (by name); a portfolio of many events would make
+# it megabytes (at 10⁶ triples: 2,480 organisations, a 7.8 MB page).
+MAX_PRESENT_ORGANISATIONS = 200
+
+
 @bp.get("/funders")
 def funders_page() -> ResponseReturnValue:
     """The project, its funder and partners, the co-hosts, the organisations present and
@@ -497,8 +502,10 @@ def funders_page() -> ResponseReturnValue:
         # drawn around an organisation the reader picks.
         return render_page("funders.html", overview=overview, svg=None,
                            too_large=exc.max_links, max_hops=MAX_HOPS, wanted=wanted,
-                           downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS)
+                           downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS,
+                           max_present=MAX_PRESENT_ORGANISATIONS)
     picture = inline_svg(svg)
     return render_page("funders.html", svgs=[picture], overview=overview, svg=picture,
-                       downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS)
+                       downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS,
+                       max_present=MAX_PRESENT_ORGANISATIONS)
 
