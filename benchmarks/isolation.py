@@ -183,7 +183,10 @@ def main() -> None:
             "env", f"ISOLATION_MODE={mode}", f"ISOLATION_STORE={store}",
             f"PYTHONPATH={ROOT}",
             str(BIN / "granian"), "--interface", "wsgi", "--port", str(port),
-            "--blocking-threads", "4", "benchmarks.isolation:app"], port, "/"))
+            # PR_SET_PDEATHSIG follows the thread that forked: the ``process`` children are
+            # forked from a request thread, which granian ends after 30 s idle by default.
+            "--blocking-threads", "4", "--blocking-threads-idle-timeout", "600",
+            "benchmarks.isolation:app"], port, "/"))
     light = [q for q in MIX if q.light]
     times: dict[str, dict[str, list[float]]] = {
         e.name: {q.name: [] for q in light} for e in endpoints}
