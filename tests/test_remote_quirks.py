@@ -10,6 +10,7 @@ never show.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -21,7 +22,10 @@ from pathlib import Path
 
 import pyoxigraph as ox
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sasci_kg import remote_sparql
 from sasci_kg.backends import BackendSettings, open_backend
 from sasci_kg.errors import (
     QueryError,
@@ -579,3 +583,55 @@ def test_updates_and_non_queries_never_reach_the_query_url(sparql: str) -> None:
 def test_bad_variable_names_are_refused() -> None:
     with pytest.raises(QueryError, match="not a SPARQL variable"):
         prepare_query("SELECT * WHERE { ?s ?p ?o }", substitutions={"s } DROP": ox.Literal("")})
+
+
+# -- the tokenizer of remote_sparql: linear, and the same tokens as the plain alternation ----
+
+# The alternation as it was before runs were read whole (quadratic on `a.a.a…`).
+_PLAIN_REMOTE = re.compile(
+    r"""
+      (?P<ws>\s+)
+    | (?P<comment>\#[^\n\r]*)
+    | (?P<string>'''(?:[^'\\]|\\.|'(?!''))*'''|\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"
+                 |'(?:[^'\\\n\r]|\\.)*'|"(?:[^"\\\n\r]|\\.)*")
+    | (?P<iri><[^<>"{}|^`\\\x00-\x20]*>)
+    | (?P<var>[?$][A-Za-z0-9_\u00B7-\uFFFF]+)
+    | (?P<bnode>_:[A-Za-z0-9_\u00B7-\uFFFF.\-]+)
+    | (?P<pname>(?:[A-Za-z\u00C0-\uFFFF][A-Za-z0-9_\-.\u00B7-\uFFFF]*)?:
+                (?:[A-Za-z0-9_\-.:%\\\u00B7-\uFFFF]*))
+    | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<punct>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def _plain_remote_tokens(text: str) -> list[tuple[str, str, int, int]]:
+    return [(m.lastgroup or "punct", m.group(), m.start(), m.end())
+            for m in _PLAIN_REMOTE.finditer(text) if m.lastgroup not in ("ws", "comment")]
+
+
+_PIECES = st.sampled_from(["a", "b", "é", ".", ":", "-", "_", "1", " ", "\u3000", "\u00b7",
+                           "FROM", "{", "}", "?x", "_:b", "<i>", '"s"', "#c\n", "ex:", "%", "\\"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_PIECES, max_size=30).map("".join) | st.text(max_size=40))
+def test_remote_tokens_are_those_of_the_plain_alternation(text: str) -> None:
+    got = [(t.kind, t.text, t.start, t.end) for t in remote_sparql._tokens(text)]
+    assert got == _plain_remote_tokens(text)
+
+
+@pytest.mark.parametrize("text", [
+    "SELECT * { " + "a." * 50_000 + "}",        # a run no ":" follows: was 280 s
+    "SELECT * {" + "<" * 100_000 + "}",          # FROM looked for at every token: was 246 s
+    "SELECT * {" + "?a " * 30_000 + "}",
+    "SELECT * { " + "é." * 50_000 + "}",
+])
+def test_preparing_a_long_query_for_a_remote_engine_takes_linear_time(text: str) -> None:
+    started = time.process_time()
+    try:
+        remote_sparql.prepare_query(text)
+    except QueryError:
+        pass
+    assert time.process_time() - started < 5, "quadratic again?"
