@@ -495,17 +495,16 @@ def funders_page() -> ResponseReturnValue:
     graph = current_graph()
     overview: Overview = graph.cached("overview", lambda: build_overview(graph.queries))
     wanted = NetworkRequest(None, DEFAULT_HOPS, None, None, NETWORK_KINDS)
+    page: dict[str, Any] = {"overview": overview, "downloads": NETWORK_DOWNLOAD_LABELS,
+                            "network_kinds": NETWORK_KINDS,
+                            "max_present": MAX_PRESENT_ORGANISATIONS}
     try:
         _drawn, svg = draw_network(graph, wanted)
     except NetworkTooLargeError as exc:
         # A big portfolio: the tables and the trace form still answer; the picture is
         # drawn around an organisation the reader picks.
-        return render_page("funders.html", overview=overview, svg=None,
-                           too_large=exc.max_links, max_hops=MAX_HOPS, wanted=wanted,
-                           downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS,
-                           max_present=MAX_PRESENT_ORGANISATIONS)
+        return render_page("funders.html", svg=None, too_large=exc.max_links,
+                           max_hops=MAX_HOPS, wanted=wanted, **page)
     picture = inline_svg(svg)
-    return render_page("funders.html", svgs=[picture], overview=overview, svg=picture,
-                       downloads=NETWORK_DOWNLOAD_LABELS, network_kinds=NETWORK_KINDS,
-                       max_present=MAX_PRESENT_ORGANISATIONS)
+    return render_page("funders.html", svgs=[picture], svg=picture, **page)
 
