@@ -46,7 +46,7 @@ class ServerConfig:
     store: Path = _setting(default_store_path, help="the Oxigraph store directory to serve")
     host: str = _setting("127.0.0.1", help="address to listen on (loopback by default)")
     port: int = _setting(7878, help="TCP port to listen on")
-    server: str = _setting("granian", help="HTTP server: granian (fast, default) or gunicorn")
+    server: str = _setting("granian", help="HTTP server: granian (default), prefork or gunicorn")
     http_workers: int = _setting(1, help="HTTP worker processes (each has its own pool)")
     http_threads: int = _setting(48, help="request threads per HTTP worker")
     query_workers: int = _setting(
@@ -146,8 +146,8 @@ def _validate(config: ServerConfig) -> None:
             f"timeout ({config.timeout:g} s) is above max_timeout ({config.max_timeout:g} s); "
             "raise max_timeout or lower timeout"
         )
-    if config.server not in ("granian", "gunicorn"):
-        raise ConfigError(f"server must be granian or gunicorn, not {config.server!r}")
+    if config.server not in ("granian", "prefork", "gunicorn"):
+        raise ConfigError(f"server must be granian, prefork or gunicorn, not {config.server!r}")
     if config.port > 65535:
         raise ConfigError(f"port {config.port} is not a TCP port (1-65535)")
     if config.updates and not config.update_token:

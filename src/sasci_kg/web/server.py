@@ -237,6 +237,10 @@ def run_server(config: ServerConfig) -> None:
     try:
         if config.server == "gunicorn":
             _Server(config).run()
+        elif config.server == "prefork":
+            from .prefork import run_prefork
+
+            run_prefork(config)
         else:
             _run_granian(config)
     except SystemExit as exc:  # gunicorn's arbiter ends with sys.exit(); a library must not

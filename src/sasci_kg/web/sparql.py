@@ -43,6 +43,7 @@ from ..executor import (
     serialize_rdf,
 )
 from ..guard import Checked, Policy, WrongOperationError, check_query, check_update
+from ..local_runner import InProcessRunner
 from ..store import Generation, store_generation
 from ..vocab import DCTERMS, PREFIXES, RDF, RDFS, SD, SH, VOID, XSD, Namespace
 from .config import ServerConfig
@@ -99,13 +100,22 @@ class Runtime:
         self._formats = SmallMemo(256)
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
+        self._runner: InProcessRunner | None = None
         self._writer: WorkerPool | None = None
         self._info: Mapping[str, Any] | None = None
         self._info_at = 0.0
 
-    def pool(self) -> WorkerPool:
+    def use_runner(self, runner: InProcessRunner) -> None:
+        """Run this process's queries in ``runner`` (the prefork server's workers)."""
+        with self._lock:
+            self._runner = runner
+
+    def pool(self) -> WorkerPool | InProcessRunner:
         """The query pool of this process (a forked server process gets its own)."""
         with self._lock:
+            runner = self._runner
+            if runner is not None and runner.owner_pid == os.getpid():
+                return runner
             if self._pool is None or self._pool.owner_pid != os.getpid():
                 c = self.config
                 self._pool = WorkerPool(

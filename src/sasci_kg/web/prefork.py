@@ -1,0 +1,1158 @@
+"""The prefork server (``--server prefork``): each HTTP process runs its own queries, one
+request at a time, and is itself the process that is killed when a query overruns.
+
+Why. Under granian a light query crosses three processes on two cores — granian's worker,
+then a query process over a pipe, and back — and that hop (pickling, two wake-ups, request
+threads handing the GIL to each other) cost more CPU than the query. Here the request is read,
+run and answered by one single-threaded process (``benchmarks/README.md``, session 5).
+
+What keeps it safe:
+
+- **The supervisor** (the ``serve`` process) binds the socket, builds the app once, forks the
+  workers and keeps a duplicate of every open connection (each worker hands it over when it
+  accepts one). It replaces a worker that dies. If the worker died in the middle of a request,
+  the supervisor answers that request on its duplicate: 400 when the query killed the parser,
+  500 otherwise, 504 when it had to kill a worker past its deadline.
+- **Time limits**: :class:`~sasci_kg.local_runner.Watchdog` (a thread of the worker: pyoxigraph
+  releases the GIL) answers 504 itself when a query outlives its limit and ends the process;
+  a worker that holds the GIL past the deadline plus :data:`KILL_GRACE` is SIGKILLed by the
+  supervisor, which answers 504.
+- **Memory**: each worker has the address-space limit of a query process.
+- **Idle connections** go back to the supervisor: a worker keeps its keep-alive connection
+  only while no other client is waiting, so a few idle clients cannot hold every worker.
+  The supervisor watches idle connections and hands one to a free worker when it has a request.
+
+HTTP/1.1 is read and written by h11 (framing, chunked bodies, ``Expect: 100-continue``, keep
+alive, limits on the request line and headers); the WSGI app is the same as under granian.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import io
+import logging
+import math
+import mmap
+import os
+import re
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import h11
+from flask import Flask
+from werkzeug.exceptions import BadRequest, InternalServerError, default_exceptions
+
+from ..executor import (
+    ExecutorBusyError,
+    QueryTimeoutError,
+    QueryTooComplexError,
+    WorkerCrashedError,
+)
+from ..local_runner import InProcessRunner
+from . import close_app, create_app
+from .config import ServerConfig
+
+log = logging.getLogger("sasci_kg.web.prefork")
+
+# A worker past its deadline by this much, still not answering (the GIL held), is SIGKILLed.
+KILL_GRACE = 2.0
+# A request whose line and headers are not in within this time is answered 408.
+READ_TIMEOUT = 15.0
+# A client that does not take the response within this time is dropped.
+SEND_TIMEOUT = 60.0
+# Idle keep-alive connections are closed after this time.
+KEEP_ALIVE = 30.0
+# A worker keeps an idle connection this long (unless others wait), then returns it.
+STICKY = 1.0
+# Request line and headers, at most (as under granian).
+MAX_HEADER_BYTES = 64 * 1024
+# A worker that dies within this time of its start, this many times running, stops the server.
+CRASH_LOOP_SECONDS, CRASH_LOOP_COUNT = 5.0, 5
+
+# The name of a worker process (/proc/PID/comm).
+WORKER_NAME = b"sasci-kg-query"
+
+_IDLE, _BUSY, _SENDING, _ANSWERED, _DEAD = 0, 1, 2, 3, 4
+# state, query job?, parsed?, connection id, deadline (CLOCK_MONOTONIC, 0 when none)
+_SLOT = struct.Struct("<BBBxxxxxQd")
+_ID = struct.Struct("<Q")
+
+
+class _Slots:
+    """One record per worker in anonymous shared memory, written by the worker, read by the
+    supervisor (a torn read only delays a decision to the next look)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.memory = mmap.mmap(-1, _SLOT.size * count)
+
+    def read(self, index: int) -> tuple[int, int, int, int, float]:
+        state, query, parsed, conn, deadline = _SLOT.unpack_from(self.memory, index * _SLOT.size)
+        return state, query, parsed, conn, deadline
+
+    def stats(self, asking: int) -> dict[str, int]:
+        """The workers as ``/healthz`` reports them (the pool's fields), from worker
+        ``asking``: it counts as idle, since it is free once it has answered."""
+        states = [_IDLE if i == asking else self.read(i)[0] for i in range(self.count)]
+        return {"size": self.count, "alive": sum(s != _DEAD for s in states),
+                "idle": states.count(_IDLE), "waiting": 0}
+
+    def write(self, index: int, state: int, query: int = 0, parsed: int = 0,
+              conn: int = 0, deadline: float = 0.0) -> None:
+        _SLOT.pack_into(self.memory, index * _SLOT.size, state, query, parsed, conn, deadline)
+
+
+class _SlotStatus:
+    """The runner's :class:`~sasci_kg.local_runner.JobStatus`, kept in this worker's slot."""
+
+    def __init__(self, slots: _Slots, index: int):
+        self.slots, self.index = slots, index
+        self.conn = 0
+
+    def begin(self, deadline: float, query: bool) -> None:
+        self.slots.write(self.index, _BUSY, int(query), 0, self.conn, deadline)
+
+    def parsed(self) -> None:
+        state, query, _, conn, deadline = self.slots.read(self.index)
+        self.slots.write(self.index, state, query, 1, conn, deadline)
+
+    def end(self) -> None:
+        self.slots.write(self.index, _BUSY, 0, 0, self.conn, 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# A worker process.
+
+
+@dataclass
+class _Connection:
+    sock: socket.socket
+    ident: int
+    peer: tuple[str, int]
+    buffer: bytes = b""  # read, not yet used: the start of the next request
+
+
+# The plain requests read here directly; anything else (a chunked or expecting body, two
+# Content-Lengths, obs-fold, unusual bytes) is read by h11, which knows every rule and
+# refuses what it must. The lean route exists because h11 cost ~200 µs a request.
+# (A target may hold raw UTF-8, as browsers and granian allow; WSGI gets it as latin-1.)
+_REQUEST_LINE = re.compile(rb"([A-Z]{1,20}) ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])")
+_HEADER_LINE = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*"
+    rb"((?:[\x21-\x7e\x80-\xff](?:[\x20\x09\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)[ \t]*"
+)
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_EXPECT = re.compile(rb"\r\nexpect[ \t]*:", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})", re.IGNORECASE)
+# A request is handed to a worker once its line, headers and Content-Length body are all
+# there, or this much of it (MSG_PEEK looks without reading): a client that sends slowly holds
+# no worker while it does. Kept below what a socket buffers before the sender must wait.
+PEEK_BYTES = 16 * 1024
+
+
+def _complete(data: bytes | memoryview) -> bool:
+    """Whether ``data`` (the start of what waits on a connection) is a whole request, or
+    enough of one to be worth a worker's time."""
+    if len(data) >= PEEK_BYTES:
+        return True
+    raw = bytes(data).lstrip(b"\r\n")
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    if _EXPECT.search(raw, 0, end + 2):  # the client sends its body after our 100
+        return True
+    m = _CONTENT_LENGTH.search(raw, 0, end + 2)
+    return m is None or len(raw) >= end + 4 + int(m.group(1))
+
+
+def _peek(sock: socket.socket, buffer: bytearray) -> int | None:
+    """How many bytes wait on ``sock`` (copied into ``buffer``, left in the socket); 0 at
+    end of stream, None when nothing waits."""
+    try:
+        return sock.recv_into(buffer, len(buffer), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+# Connection-level headers: the server writes its own.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade",
+                         "proxy-connection", "te", "trailer"})
+
+
+@dataclass
+class _Request:
+    method: str
+    target: bytes
+    minor: int  # HTTP/1.<minor>
+    headers: list[tuple[bytes, bytes]]  # names lower-cased
+    keep_alive: bool
+    length: int
+
+
+def _parse_plain(head: bytes) -> _Request | None:
+    """The request in ``head`` (line and headers, CRLF-terminated), or None when it is not a
+    plain one and h11 must read it."""
+    lines = head[:-4].split(b"\r\n")
+    m = _REQUEST_LINE.fullmatch(lines[0])
+    if m is None:
+        return None
+    headers = []
+    hosts = lengths = 0
+    length = 0
+    connection = b""
+    for line in lines[1:]:
+        h = _HEADER_LINE.fullmatch(line)
+        if h is None:
+            return None
+        name, value = h.group(1).lower(), h.group(2)
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            if _DIGITS.fullmatch(value) is None:
+                return None
+            lengths += 1
+            length = int(value)
+        elif name in (b"transfer-encoding", b"expect"):
+            return None
+        elif name == b"connection":
+            connection += b"," + value.lower()
+        headers.append((name, value))
+    minor = int(m.group(3))
+    if lengths > 1 or hosts > 1 or (minor == 1 and hosts != 1):
+        return None
+    tokens = {t.strip() for t in connection.split(b",")}
+    keep_alive = b"close" not in tokens and (minor == 1 or b"keep-alive" in tokens)
+    return _Request(m.group(1).decode("ascii"), m.group(2), minor, headers, keep_alive, length)
+
+
+class _DateHeader:
+    """The Date header (RFC 9110 §6.6.1), formatted once a second."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.second, self.value = second, formatdate(second, usegmt=True)
+        return self.value
+
+
+_date = _DateHeader()
+
+
+class _Worker:
+    def __init__(self, index: int, app: Flask, wsgi: Callable[..., Iterable[bytes]],
+                 config: ServerConfig, listener: socket.socket, dispatch: socket.socket,
+                 control: socket.socket, slots: _Slots):
+        self.index, self.app, self.wsgi, self.config = index, app, wsgi, config
+        self.listener, self.dispatch, self.control, self.slots = listener, dispatch, control, slots
+        self.server_name, self.server_port = listener.getsockname()[:2]
+        self.status = _SlotStatus(slots, index)
+        self.body_limit = max(config.max_body_bytes, config.max_upload_bytes)
+        self.peek_buffer = bytearray(PEEK_BYTES)
+        self.stopping = False
+        self.current: tuple[_Connection, dict[str, Any]] | None = None
+        self._serial = 0
+        runtime = app.extensions["sasci_kg"]
+        self.runner = InProcessRunner(
+            config.backend_settings if config.is_remote else config.store,
+            on_expire=self._answer_timeout, status=self.status,
+            stats=lambda: slots.stats(index))
+        runtime.use_runner(self.runner)
+
+    # -- the loop
+
+    def run(self) -> None:
+        self.runner.warm_up()
+        conn: _Connection | None = None
+        while not self.stopping:
+            if conn is not None and conn.buffer:
+                conn = self._serve(conn)  # a pipelined request is already here
+                continue
+            poller = select.poll()
+            poller.register(self.listener, select.POLLIN)
+            poller.register(self.dispatch, select.POLLIN)
+            if conn is not None:
+                poller.register(conn.sock, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(1000 * (STICKY if conn else 0.5))}
+            if conn is not None and conn.sock.fileno() in ready:
+                conn = self._serve(conn)
+                continue
+            new = self._take() if ready else None
+            if conn is not None and (new is not None or not ready):
+                self._hand_back(conn)  # someone else is waiting, or it has gone quiet
+                conn = None
+            if new is not None:
+                conn = self._serve(new)
+        if conn is not None:
+            self._close(conn)
+
+    def _take(self) -> _Connection | None:
+        """A connection with a request waiting (from the supervisor) or a new one."""
+        try:
+            message, fds, _, _ = socket.recv_fds(self.dispatch, _ID.size, 1, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            pass
+        else:
+            if fds:
+                sock = socket.socket(fileno=fds[0])
+                return self._adopt(sock, _ID.unpack(message)[0], announce=False)
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:  # EMFILE and the like: wait, do not spin
+            log.warning("accept failed: %s", exc)
+            time.sleep(0.1)
+            return None
+        self._serial += 1
+        return self._adopt(sock, (os.getpid() << 24) | (self._serial & 0xFFFFFF), announce=True)
+
+    def _adopt(self, sock: socket.socket, ident: int, *, announce: bool) -> _Connection:
+        sock.setblocking(True)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            peer = sock.getpeername()[:2]
+        except OSError:
+            peer = ("", 0)
+        if announce:  # the supervisor keeps a duplicate, to answer if this process dies
+            socket.send_fds(self.control, [b"N" + _ID.pack(ident)], [sock.fileno()])
+        return _Connection(sock, ident, peer)
+
+    def _hand_back(self, conn: _Connection) -> None:
+        with contextlib.suppress(OSError):
+            self.control.send(b"I" + _ID.pack(conn.ident))
+        conn.sock.close()
+
+    def _close(self, conn: _Connection) -> None:
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_RDWR)  # the supervisor's duplicate keeps it open
+        conn.sock.close()
+        with contextlib.suppress(OSError):
+            self.control.send(b"C" + _ID.pack(conn.ident))
+
+    # -- one request
+
+    def _serve(self, conn: _Connection) -> _Connection | None:
+        """Answer one request on ``conn``; the connection if it stays open. A request that
+        is not all there yet goes back to the supervisor, to wait without holding us."""
+        if not conn.buffer:
+            try:
+                waiting = _peek(conn.sock, self.peek_buffer)
+            except OSError:
+                waiting = 0  # reset: the read below sees it
+            whole = waiting == 0 or (waiting is not None
+                                     and _complete(memoryview(self.peek_buffer)[:waiting]))
+            if not whole:
+                self._hand_back(conn)
+                return None
+        self.status.conn = conn.ident
+        try:
+            keep = self._answer(conn)
+        except (OSError, h11.LocalProtocolError):
+            keep = False
+        except Exception:  # noqa: BLE001 - a body that failed while being sent
+            log.exception("a response failed while it was being sent")
+            keep = False
+        finally:
+            self.slots.write(self.index, _IDLE, conn=conn.ident)
+            self.current = None
+        if keep and not self.stopping:
+            return conn
+        self._close(conn)
+        return None
+
+    def _read_head(self, conn: _Connection) -> bytes | None:
+        """The request line and headers (up to the blank line), or None if the client closed
+        or went quiet before starting a request."""
+        conn.sock.settimeout(READ_TIMEOUT)
+        data = conn.buffer.lstrip(b"\r\n")  # RFC 9112 §2.2: ignore blank lines before it
+        while True:
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                conn.buffer = data[end + 4:]
+                return data[:end + 4]
+            if len(data) > MAX_HEADER_BYTES:
+                raise _Refused(431, f"the request line and headers pass {MAX_HEADER_BYTES} bytes")
+            try:
+                more = conn.sock.recv(65536)
+            except TimeoutError:
+                if not data:
+                    return None
+                raise _Refused(408, "the request did not arrive in time") from None
+            if not more:
+                if data.strip():
+                    raise _Refused(400, "the connection closed in the middle of a request")
+                return None
+            data = (data + more).lstrip(b"\r\n")
+
+    def _read_exactly(self, conn: _Connection, length: int) -> bytes:
+        data = conn.buffer
+        while len(data) < length:
+            try:
+                more = conn.sock.recv(min(length - len(data), 1 << 20))
+            except TimeoutError:
+                raise _Refused(408, "the request body did not arrive in time") from None
+            if not more:
+                raise _Refused(400, "the connection closed in the middle of the request body")
+            data += more
+        conn.buffer = data[length:]
+        return data[:length]
+
+    def _answer(self, conn: _Connection) -> bool:
+        """Read one request, run the app, send its answer; whether the connection stays."""
+        try:
+            head = self._read_head(conn)
+            if head is None:
+                return False
+            request = _parse_plain(head)
+            if request is None:
+                return self._answer_h11(conn, head)
+            self.slots.write(self.index, _BUSY, conn=conn.ident)
+            if request.length > self.body_limit:
+                raise _Refused(413, f"the request body is larger than {self.body_limit} bytes")
+            body = self._read_exactly(conn, request.length)
+        except _Refused as exc:
+            return self._refuse(conn, exc.status, exc.detail)
+        environ = self._environ(conn, request.method, request.target, request.minor,
+                                request.headers, body)
+        self.current = (conn, environ)
+        status, headers, chunks = self._call_app(environ)
+        self.slots.write(self.index, _SENDING, conn=conn.ident)
+        conn.sock.settimeout(SEND_TIMEOUT)
+        return self._send_plain(conn, request, status, headers, chunks)
+
+    def _send_plain(self, conn: _Connection, request: _Request, status: str,
+                    headers: list[tuple[str, str]], chunks: Iterable[bytes]) -> bool:
+        code = int(status[:3])
+        keep = request.keep_alive and not self.stopping
+        no_body = request.method == "HEAD" or code in (204, 304) or code < 200
+        lines = [f"HTTP/1.1 {status}", f"Date: {_date.now()}"]
+        length = None
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered in _HOP_BY_HOP:
+                continue
+            if lowered == "content-length":
+                length = value
+            lines.append(f"{name}: {value}")
+        streamed = False
+        try:
+            if no_body:
+                body = b""
+            elif length is not None or isinstance(chunks, list):
+                body = b"".join(chunks) if isinstance(chunks, list) else b""
+                if length is None:
+                    lines.append(f"Content-Length: {len(body)}")
+                else:
+                    streamed = not isinstance(chunks, list)
+            elif request.minor == 1:
+                lines.append("Transfer-Encoding: chunked")
+                streamed, body = True, b""
+            else:
+                keep, streamed, body = False, True, b""
+            if not keep:
+                lines.append("Connection: close")
+            elif request.minor == 0:
+                lines.append("Connection: keep-alive")
+            lines.append("\r\n")
+            conn.sock.sendall("\r\n".join(lines).encode("latin-1") + body)
+            if streamed:
+                keep = self._stream(conn, chunks, chunked=length is None and request.minor == 1,
+                                    length=None if length is None else int(length)) and keep
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return keep
+
+    def _stream(self, conn: _Connection, chunks: Iterable[bytes], *, chunked: bool,
+                length: int | None) -> bool:
+        """Send a body the app produces piece by piece; False if the connection must close
+        (the app sent more or less than its Content-Length)."""
+        sent = 0
+        pending: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            if not chunk:
+                continue
+            sent += len(chunk)
+            pending.append(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            size += len(chunk)
+            if size >= 65536:
+                conn.sock.sendall(b"".join(pending))
+                pending, size = [], 0
+        if chunked:
+            pending.append(b"0\r\n\r\n")
+        if pending:
+            conn.sock.sendall(b"".join(pending))
+        return length is None or sent == length
+
+    # -- the rest of HTTP/1.1, by h11
+
+    def _answer_h11(self, conn: _Connection, head: bytes) -> bool:
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        http.receive_data(head + conn.buffer)
+        conn.buffer = b""
+        try:
+            event = self._h11_event(conn, http)
+            if isinstance(event, h11.ConnectionClosed):
+                return False
+            assert isinstance(event, h11.Request)
+            self.slots.write(self.index, _BUSY, conn=conn.ident)
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                # RFC 9112 §6.3: a smuggling attempt, or a broken client; either way, refuse.
+                raise _Refused(400, "both Content-Length and Transfer-Encoding; send one")
+            body = self._h11_body(conn, http, event)
+        except h11.RemoteProtocolError as exc:
+            return self._refuse(conn, exc.error_status_hint, str(exc))
+        except _Refused as exc:
+            return self._refuse(conn, exc.status, exc.detail)
+        environ = self._environ(conn, event.method.decode("ascii"), event.target,
+                                int(event.http_version[-1:] == b"1"), list(event.headers), body)
+        self.current = (conn, environ)
+        status_line, headers, chunks = self._call_app(environ)
+        self.slots.write(self.index, _SENDING, conn=conn.ident)
+        conn.sock.settimeout(SEND_TIMEOUT)
+        code, _, reason = status_line.partition(" ")
+        headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
+        headers.append(("Date", _date.now()))
+        out = http.send(h11.Response(status_code=int(code), reason=reason.encode("latin-1"),
+                                     headers=_response_headers(headers))) or b""
+        head_only = environ["REQUEST_METHOD"] == "HEAD"
+        try:
+            for chunk in chunks:
+                if chunk and not head_only:
+                    out += http.send(h11.Data(data=chunk)) or b""
+                    if len(out) >= 65536:
+                        conn.sock.sendall(out)
+                        out = b""
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        conn.sock.sendall(out + (http.send(h11.EndOfMessage()) or b""))
+        if http.our_state is h11.MUST_CLOSE or http.their_state is not h11.DONE:
+            return False
+        http.start_next_cycle()
+        conn.buffer = http.trailing_data[0]
+        return not self.stopping
+
+    def _h11_event(self, conn: _Connection, http: h11.Connection) -> Any:
+        while True:
+            event = http.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = conn.sock.recv(65536)
+            except TimeoutError:
+                raise _Refused(408, "the request did not arrive in time") from None
+            http.receive_data(data)
+
+    def _h11_body(self, conn: _Connection, http: h11.Connection, request: h11.Request) -> bytes:
+        limit = self.body_limit
+        length = next((v for k, v in request.headers if k == b"content-length"), None)
+        if length is not None and int(length) > limit:
+            raise _Refused(413, f"the request body is larger than {limit} bytes")
+        if http.client_is_waiting_for_100_continue:
+            go_on = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            conn.sock.sendall(http.send(go_on) or b"")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = self._h11_event(conn, http)
+            if isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+            if isinstance(event, h11.ConnectionClosed):
+                raise _Refused(400, "the connection closed in the middle of the request body")
+            size += len(event.data)
+            if size > limit:
+                raise _Refused(413, f"the request body is larger than {limit} bytes")
+            parts.append(bytes(event.data))
+
+    def _refuse(self, conn: _Connection, status: int, detail: str) -> bool:
+        """An answer for a request the app never sees (malformed, too large, too slow)."""
+        if status == 501:  # a transfer coding other than chunked: the client's error
+            status = 400
+        log.info("refused a request from %s: %s %s", conn.peer[0], status, detail)
+        with contextlib.suppress(OSError):
+            conn.sock.settimeout(5.0)
+            conn.sock.sendall(refusal(self.app, status, detail))
+        return False
+
+    def _environ(self, conn: _Connection, method: str, target: bytes, minor: int,
+                 headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
+        path, _, query = target.partition(b"?")
+        if path.startswith(b"http://") or path.startswith(b"https://"):  # absolute form
+            path = b"/" + path.split(b"/", 3)[3] if path.count(b"/") >= 3 else b"/"
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "QUERY_STRING": query.decode("latin-1"),
+            "RAW_URI": target.decode("latin-1"),
+            "REQUEST_URI": target.decode("latin-1"),
+            "SERVER_NAME": str(self.server_name),
+            "SERVER_PORT": str(self.server_port),
+            "SERVER_PROTOCOL": f"HTTP/1.{minor}",
+            "REMOTE_ADDR": conn.peer[0],
+            "REMOTE_PORT": str(conn.peer[1]),
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        for name, value in headers:
+            key = name.decode("latin-1").upper().replace("-", "_")
+            if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+                continue  # the body is read whole: its length is CONTENT_LENGTH above
+            if key != "CONTENT_TYPE":
+                key = "HTTP_" + key
+            text = value.decode("latin-1")
+            if key in environ:
+                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
+            environ[key] = text
+        return environ
+
+    def _call_app(self, environ: dict[str, Any]
+                  ) -> tuple[str, list[tuple[str, str]], Iterable[bytes]]:
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Any:
+            started[:] = [status, headers]
+            return lambda data: None
+
+        try:
+            chunks = self.wsgi(environ, start_response)
+            if not started:  # a generator body: start_response comes with its first chunk
+                iterator = iter(chunks)
+                first = next(iterator, b"")
+                chunks = _Prepended(first, iterator, chunks)
+        except Exception:  # noqa: BLE001 - Flask answers its own errors; this is a bug
+            log.exception("the app failed on %s %s", environ["REQUEST_METHOD"],
+                          environ["PATH_INFO"])
+            line, headers, body = _render(self.app, InternalServerError(), _bare_environ(0))
+            return line, headers, [body]
+        return started[0], started[1], chunks
+
+    # -- a query past its limit (from the watchdog thread; the main thread is in pyoxigraph)
+
+    def _answer_timeout(self, limit: float) -> None:
+        try:
+            current = self.current
+            state = self.slots.read(self.index)[0]
+            if current is not None and state == _BUSY:
+                conn, environ = current
+                log.warning("query process %s ended after the %.1f s limit", os.getpid(), limit)
+                status, headers, body = _render(self.app, QueryTimeoutError(limit), environ)
+                self.slots.write(self.index, _ANSWERED, conn=conn.ident)
+                conn.sock.settimeout(5.0)
+                conn.sock.sendall(_raw_response(status, headers, body))
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                log.info("%s %s %s %.1fms %dB", environ["REQUEST_METHOD"], environ["PATH_INFO"],
+                         status.split(" ")[0], limit * 1000, len(body))
+        except Exception:  # noqa: BLE001 - the process ends either way
+            log.exception("could not answer a timed-out request")
+        finally:
+            _flush_logs()
+            os._exit(3)
+
+    def stop(self, *_: Any) -> None:
+        self.stopping = True
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class _Prepended:
+    """A WSGI body whose first chunk has been read already (to see the status)."""
+
+    def __init__(self, first: bytes, rest: Iterable[bytes], original: Iterable[bytes]):
+        self.first, self.rest, self.original = first, rest, original
+
+    def __iter__(self) -> Any:
+        yield self.first
+        yield from self.rest
+
+    def close(self) -> None:
+        close = getattr(self.original, "close", None)
+        if close is not None:
+            close()
+
+
+def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+def _raw_response(status: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"HTTP/1.1 {status}"]
+    lines += [f"{k}: {v}" for k, v in headers if k.lower() not in ("content-length", "connection")]
+    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1") + body
+
+
+def _render(app: Flask, exc: Exception, environ: dict[str, Any]
+            ) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The response the app's error handlers give for ``exc`` on this request."""
+    with app.request_context(environ):
+        response = app.make_response(app.handle_user_exception(exc))
+        response = app.process_response(response)
+    return response.status, list(response.headers.items()), response.get_data()
+
+
+def _bare_environ(port: int) -> dict[str, Any]:
+    """Enough of a request for the app's error handlers (which answer problem+json)."""
+    return {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_NAME": "localhost",
+            "SERVER_PORT": str(port), "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.input": io.BytesIO(b""), "HTTP_ACCEPT": "application/problem+json"}
+
+
+def refusal(app: Flask, status: int, detail: str) -> bytes:
+    """A whole response (closing the connection) for an HTTP-level refusal, in the app's
+    problem+json shape."""
+    exc = default_exceptions.get(status, BadRequest)(description=detail)
+    line, headers, body = _render(app, exc, _bare_environ(0))
+    return _raw_response(line, headers, body)
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger("sasci_kg").handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+
+
+# ---------------------------------------------------------------------------------------
+# The supervisor.
+
+
+@dataclass
+class _Child:
+    index: int
+    pid: int
+    control: socket.socket
+    started: float
+
+
+class Supervisor:
+    """Forks and watches the workers; holds a duplicate of every connection (see the module
+    docstring)."""
+
+    def __init__(self, config: ServerConfig, processes: int):
+        _raise_open_files_limit()
+        self.config = config
+        self.processes = processes
+        self.listener = _listen(config.host, config.port)
+        self.listener.setblocking(False)
+        self.app = create_app(config)
+        self.wsgi = self.app.wsgi_app
+        self.slots = _Slots(processes)
+        self.dispatch_out, self.dispatch_in = socket.socketpair(
+            socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.dispatch_in.setblocking(False)
+        self.children: dict[int, _Child] = {}  # by pid
+        self.connections: dict[int, socket.socket] = {}  # every open connection's duplicate
+        self.idle: dict[int, float] = {}  # connections held here: id -> since
+        self.epoll = select.epoll()
+        self.stopping = False
+        self.crashes: list[float] = []
+        self.failed = False
+        self.by_fd: dict[int, int] = {}  # a connection's duplicate: fd -> id
+        self.partial: set[int] = set()  # held connections with part of a request
+        self.ready: dict[int, float] = {}  # held whole requests waiting for a free worker
+        self.holding_listener = False
+        self.serial = 0
+        self.peek_buffer = bytearray(PEEK_BYTES)
+        wake_r, self.wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.wake_r = wake_r
+        self.epoll.register(wake_r, select.EPOLLIN)
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        try:
+            for index in range(self.processes):
+                self._spawn(index)
+            log.info("prefork server on %s:%s, %d processes", self.config.host,
+                     self.listener.getsockname()[1], self.processes)
+            while not self.stopping:
+                self._step()
+            self._shut_down()
+        finally:
+            signal.set_wakeup_fd(-1)
+            close_app(self.app)
+
+    def _stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def _step(self) -> None:
+        try:
+            events = self.epoll.poll(0.1)
+        except InterruptedError:
+            events = []
+        by_fd = {c.control.fileno(): c for c in self.children.values()}
+        for fd, _ in events:
+            if fd == self.wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(fd, 4096)
+            elif fd in by_fd:
+                self._messages(by_fd[fd])
+            elif fd == self.listener.fileno():
+                self._accept()
+            else:
+                self._readable(fd)
+        self._reap()
+        self._enforce_deadlines()
+        self._expire_idle()
+        self._balance()
+
+    # -- workers
+
+    def _spawn(self, index: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.slots.write(index, _IDLE)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                ours.close()
+                self._become_worker(index, theirs)
+            except BaseException:  # noqa: BLE001
+                log.exception("prefork worker %s failed", index)
+                code = 1
+            finally:
+                _flush_logs()
+                os._exit(code)
+        theirs.close()
+        ours.setblocking(False)
+        self.epoll.register(ours.fileno(), select.EPOLLIN)
+        self.children[pid] = _Child(index, pid, ours, time.monotonic())
+
+    def _become_worker(self, index: int, control: socket.socket) -> None:
+        signal.set_wakeup_fd(-1)
+        self.epoll.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        for sock in self.connections.values():
+            sock.close()
+        for child in self.children.values():
+            child.control.close()
+        self.dispatch_out.close()
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: end with the supervisor
+            libc.prctl(15, WORKER_NAME)  # PR_SET_NAME: what ps and top show
+        if self.config.worker_memory_mb > 0:
+            limit = self.config.worker_memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        worker = _Worker(index, self.app, self.wsgi, self.config, self.listener,
+                         self.dispatch_in, control, self.slots)
+        signal.signal(signal.SIGTERM, worker.stop)
+        signal.signal(signal.SIGINT, worker.stop)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        worker.run()
+        close_app(self.app)
+
+    def _messages(self, child: _Child) -> None:
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(child.control, 1 + _ID.size, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not message:
+                return
+            kind, ident = message[:1], _ID.unpack(message[1:])[0]
+            if kind == b"N" and fds:
+                self.connections[ident] = socket.socket(fileno=fds[0])
+                self.by_fd[fds[0]] = ident
+            elif kind == b"C":
+                self._forget(ident)
+            elif kind == b"I" and ident in self.connections:
+                self.idle[ident] = time.monotonic()
+                # Edge-triggered: woken when more arrives, not again for what is there.
+                self.epoll.register(self.connections[ident].fileno(),
+                                    select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+            for fd in fds[1:] if kind == b"N" else fds:
+                os.close(fd)
+
+    def _readable(self, fd: int) -> None:
+        """Bytes arrived on a connection held here: once a whole request is there, hand it to
+        a free worker; if the client closed, close it."""
+        ident = self.by_fd.get(fd)
+        if ident is None or ident not in self.idle:
+            return
+        try:
+            waiting = _peek(self.connections[ident], self.peek_buffer)
+        except OSError:
+            waiting = 0
+        if waiting is None:
+            return
+        if waiting == 0:
+            self._forget(ident)
+            return
+        if not _complete(memoryview(self.peek_buffer)[:waiting]):
+            self.partial.add(ident)
+            return
+        since = self.idle.pop(ident)
+        self.partial.discard(ident)
+        with contextlib.suppress(OSError):
+            self.epoll.unregister(fd)
+        if self._all_busy():
+            self.ready[ident] = since  # waits here for a free worker, or gets a 503
+            if len(self.ready) > self.config.queue_size:
+                self._shed(ident)
+            return
+        self._dispatch(ident)
+
+    def _dispatch(self, ident: int) -> None:
+        try:
+            socket.send_fds(self.dispatch_out, [_ID.pack(ident)],
+                            [self.connections[ident].fileno()])
+        except OSError as exc:
+            log.warning("could not hand a connection to a worker: %s", exc)
+            self._forget(ident)
+
+    # -- when every worker is busy
+
+    def _all_busy(self) -> bool:
+        """Every worker is running a request. (One that answered its last and is ending, or
+        is being replaced, will take new ones in a moment: not busy.)"""
+        return all(self.slots.read(i)[0] in (_BUSY, _SENDING) for i in range(self.processes))
+
+    def _balance(self) -> None:
+        """While every worker is busy, take new connections here (their requests queue, as
+        many as ``queue_size``, each at most ``queue_timeout`` seconds, then get a 503);
+        once one is free, hand the queued requests over, oldest first."""
+        busy = self._all_busy()
+        if busy != self.holding_listener:
+            if busy:
+                self.epoll.register(self.listener.fileno(), select.EPOLLIN)
+            else:
+                self.epoll.unregister(self.listener.fileno())
+            self.holding_listener = busy
+        if not busy:
+            for ident in list(self.ready):
+                del self.ready[ident]
+                self._dispatch(ident)
+            return
+        now = time.monotonic()
+        for ident, since in list(self.ready.items()):
+            if now - since > self.config.queue_timeout:
+                self._shed(ident)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            self.serial += 1
+            ident = (1 << 62) | self.serial
+            self.connections[ident] = sock
+            self.by_fd[sock.fileno()] = ident
+            self.idle[ident] = time.monotonic()
+            self.epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+
+    def _shed(self, ident: int) -> None:
+        """Answer a queued request 503 (Retry-After), having read it."""
+        self.ready.pop(ident, None)
+        sock = self.connections[ident]
+        retry_after = max(1, math.ceil(self.config.queue_timeout))
+        log.warning("every query process is busy: a request got 503")
+        with contextlib.suppress(OSError):
+            sock.setblocking(True)
+            sock.settimeout(1.0)
+            sock.recv(PEEK_BYTES)
+            line, headers, body = _render(self.app, ExecutorBusyError(retry_after),
+                                          _bare_environ(self.config.port))
+            sock.sendall(_raw_response(line, headers, body))
+            sock.shutdown(socket.SHUT_RDWR)
+        self._forget(ident)
+
+    def _forget(self, ident: int) -> None:
+        sock = self.connections.pop(ident, None)
+        self.idle.pop(ident, None)
+        self.partial.discard(ident)
+        self.ready.pop(ident, None)
+        if sock is not None:
+            self.by_fd.pop(sock.fileno(), None)
+            with contextlib.suppress(OSError, ValueError):
+                self.epoll.unregister(sock.fileno())
+            sock.close()
+
+    def _expire_idle(self) -> None:
+        """Close idle connections after :data:`KEEP_ALIVE`; answer 408 to a request still
+        incomplete after :data:`READ_TIMEOUT` (a slow or stalled client)."""
+        now = time.monotonic()
+        for ident, since in list(self.idle.items()):
+            partial = ident in self.partial
+            if now - since <= (READ_TIMEOUT if partial else KEEP_ALIVE):
+                continue
+            sock = self.connections.get(ident)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    if partial:
+                        sock.settimeout(1.0)
+                        sock.sendall(refusal(self.app, 408, "the request did not arrive in time"))
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._forget(ident)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for child in self.children.values():
+            state, _, _, _, deadline = self.slots.read(child.index)
+            if state == _BUSY and deadline and now > deadline + KILL_GRACE:
+                log.warning("query process %s killed: %.1f s past its time limit", child.pid,
+                            now - deadline)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self._messages(child)  # what it said before it died
+            with contextlib.suppress(OSError, ValueError):
+                self.epoll.unregister(child.control.fileno())
+            child.control.close()
+            self._after_death(child, status)
+            if child.index not in {c.index for c in self.children.values()}:
+                state = self.slots.read(child.index)
+                self.slots.write(child.index, _DEAD, *state[1:])
+
+    def _after_death(self, child: _Child, status: int) -> None:
+        state, query, parsed, ident, deadline = self.slots.read(child.index)
+        code = os.waitstatus_to_exitcode(status)
+        if state == _BUSY and ident in self.connections:
+            if deadline and time.monotonic() > deadline:
+                exc: Exception = QueryTimeoutError(self.config.max_timeout)
+            elif query and not parsed:
+                exc = QueryTooComplexError("parse", code)
+            else:
+                exc = WorkerCrashedError("run", code)
+            log.error("query process %s died while answering a request (exit code %s)",
+                      child.pid, code)
+            self._answer(ident, exc)
+        if ident:
+            self._forget(ident)
+        if self.stopping:
+            return
+        now = time.monotonic()
+        if now - child.started < CRASH_LOOP_SECONDS and code != 3:
+            self.crashes = [t for t in self.crashes if now - t < 60] + [now]
+            if len(self.crashes) >= CRASH_LOOP_COUNT:
+                log.error("workers keep dying at start; stopping the server")
+                self.stopping = True
+                self.failed = True
+                return
+        self._spawn(child.index)
+
+    def _answer(self, ident: int, exc: Exception) -> None:
+        sock = self.connections[ident]
+        try:
+            status, headers, body = _render(self.app, exc, _bare_environ(self.config.port))
+            sock.setblocking(True)
+            sock.settimeout(2.0)
+            sock.sendall(_raw_response(status, headers, body))
+            sock.shutdown(socket.SHUT_RDWR)
+        except Exception as error:  # noqa: BLE001 - the client may be gone
+            log.info("could not answer for a dead worker: %s", error)
+
+    def _shut_down(self) -> None:
+        log.info("stopping: letting requests in flight finish")
+        self.listener.close()
+        for ident in list(self.idle):
+            self._forget(ident)
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.max_timeout + 5
+        while self.children and time.monotonic() < deadline:
+            for pid in list(self.children):
+                with contextlib.suppress(ChildProcessError):
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        self.children.pop(pid).control.close()
+            time.sleep(0.05)
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        for ident in list(self.connections):
+            self._forget(ident)
+
+
+def _raise_open_files_limit() -> None:
+    # The supervisor holds a duplicate of every open connection: two descriptors each.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f"{host}:{port} is in use; choose another --port") from None
+        raise
+    sock.listen(1024)
+    return sock
+
+
+def default_processes(config: ServerConfig) -> int:
+    """Processes = queries run at once, as the query processes of the granian layout."""
+    return max(1, config.query_workers * config.http_workers)
+
+
+def run_prefork(config: ServerConfig) -> None:
+    supervisor = Supervisor(config, default_processes(config))
+    supervisor.serve()
+    if supervisor.failed:
+        raise OSError("the prefork workers kept dying at start (see the log lines above)")
