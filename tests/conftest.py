@@ -166,10 +166,14 @@ def cpu_ticks(pids: list[int]) -> int:
 
 
 def query_workers(pid: int) -> list[int]:
-    """The query worker processes under a server (children of its forkserver)."""
+    """The query worker processes under a server: children of its forkserver, or the
+    prefork server's workers (which run the queries themselves)."""
     found = []
     for child in descendants(pid):
         try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == "sasci-kg-query":
+                found.append(child)
+                continue
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
             parent = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
             parent_cmd = Path(f"/proc/{parent}/cmdline").read_bytes()
@@ -210,6 +214,8 @@ def run_live_server(
     port = free_port()
     base = {} if defaults else TEST_SETTINGS
     options = {**base, "store": str(store), "port": port, **overrides}
+    if os.environ.get("SASCI_KG_TEST_SERVER") and "server" not in overrides:
+        options["server"] = os.environ["SASCI_KG_TEST_SERVER"]  # the suite over another server
     code = (
         "import json, sys\n"
         "from sasci_kg.web.config import load_config\n"

@@ -1,0 +1,244 @@
+"""The prefork server (``web/prefork.py``): its HTTP/1.1 reading and writing, and what its
+supervisor does for slow clients, idle connections and workers that die.
+
+The rest of the endpoint's behaviour over HTTP (protocol, safety, faults, fuzzing) is tested
+against whichever server the suite runs (``SASCI_KG_TEST_SERVER``; the default server
+otherwise); these tests always start a prefork server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import LiveServer, alive, cpu_ticks, run_live_server
+from reliability_support import problem_shape
+
+from sasci_kg.web.prefork import PEEK_BYTES, _complete, _parse_plain
+
+# Runs for ever on the test store (as in test_web_safety).
+ENDLESS = "SELECT (COUNT(*) AS ?n) WHERE { " + " ".join(
+    f"?s{i} ?p{i} ?o{i} ." for i in range(20)) + " }"
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a request: the plain ones here, everything else by h11.
+
+
+def test_a_plain_request_is_read_directly() -> None:
+    request = _parse_plain(b"POST /sparql?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n"
+                           b"Accept:  text/csv \r\n\r\n")
+    assert request is not None
+    assert (request.method, request.target, request.minor, request.length) == (
+        "POST", b"/sparql?x=1", 1, 12)
+    assert (b"accept", b"text/csv") in request.headers and request.keep_alive
+
+
+@pytest.mark.parametrize("head", [
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",  # no Host
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",  # obs-fold
+    b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+    b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+    b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+])
+def test_anything_unusual_is_left_to_h11(head: bytes) -> None:
+    assert _parse_plain(head) is None
+
+
+def test_keep_alive_follows_the_version_and_connection_header() -> None:
+    def keep(head: bytes) -> bool:
+        request = _parse_plain(head)
+        assert request is not None
+        return request.keep_alive
+
+    assert keep(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert not keep(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n")
+    assert not keep(b"GET / HTTP/1.0\r\n\r\n")
+    assert keep(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+
+
+def test_a_request_is_whole_once_its_head_and_body_are_there() -> None:
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
+    assert not _complete(head[:-2])
+    assert not _complete(head + b"abcd")
+    assert _complete(head + b"abcde")
+    assert _complete(b"\r\n" + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    # A client that expects 100 Continue sends its body only after it.
+    assert _complete(head.replace(b"Host: a", b"Host: a\r\nExpect: 100-continue"))
+    # A long request counts as whole once enough of it is there to be worth a worker.
+    assert _complete(b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n".ljust(PEEK_BYTES))
+
+
+# ---------------------------------------------------------------------------------------
+# The server.
+
+
+@pytest.fixture(scope="module")
+def server(store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with run_live_server(store_path, tmp_path_factory.mktemp("prefork"), server="prefork",
+                         query_workers=1, queue_size=8) as live:
+        yield live
+
+
+def raw(server: LiveServer, data: bytes, *, until_close: bool = True,
+        timeout: float = 10.0) -> bytes:
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_all(sock) if until_close else sock.recv(65536)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def statuses(data: bytes) -> list[int]:
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+
+
+def test_pipelined_requests_are_answered_in_order(server: LiveServer) -> None:
+    one = b"GET /sparql?query=ASK%7B%7D HTTP/1.1\r\nHost: a\r\nAccept: text/csv\r\n\r\n"
+    last = b"GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    answer = raw(server, one + one + last)
+    assert statuses(answer) == [200, 200, 404]
+    assert answer.count(b"Date: ") == 3
+
+
+def test_chunked_and_expecting_bodies_are_read(server: LiveServer) -> None:
+    body = b"ASK {}"
+    chunked = (b"POST /sparql HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+               b"Content-Type: application/sparql-query\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"3\r\nASK\r\n3\r\n {}\r\n0\r\n\r\n")
+    assert statuses(raw(server, chunked)) == [200]
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /sparql HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                     b"Content-Type: application/sparql-query\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(body)
+        assert statuses(read_all(sock)) == [200]
+
+
+def test_smuggling_shapes_are_refused(server: LiveServer) -> None:
+    for head in (b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+                 b"Content-Length: 4\r\nContent-Length: 5\r\n",
+                 b"Transfer-Encoding: gzip, chunked\r\n"):
+        answer = raw(server, b"POST /sparql HTTP/1.1\r\nHost: a\r\n" + head + b"\r\n0\r\n\r\n")
+        assert statuses(answer) == [400], answer[:300]
+        head_part, _, body = answer.partition(b"\r\n\r\n")
+        assert b"Connection: close" in head_part
+        problem_shape(400, "application/problem+json", body)
+
+
+def test_http_1_0_closes_unless_asked_to_keep(server: LiveServer) -> None:
+    answer = raw(server, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert statuses(answer) == [200] and b"Connection: close" in answer
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"HEAD /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            head = sock.recv(65536)
+            assert statuses(head) == [200] and b"Connection: keep-alive" in head
+
+
+def test_a_slow_client_holds_no_worker(server: LiveServer) -> None:
+    """The only worker stays free while a client sends its request a byte at a time."""
+    port = int(server.url.rsplit(":", 1)[1])
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /sparql?query=ASK%7B%7D HTTP/1.1\r\nHo")
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+        assert time.monotonic() - started < 1.0
+        for sock in slow:  # and their requests are answered once they are whole
+            sock.sendall(b"st: a\r\nConnection: close\r\n\r\n")
+            assert statuses(read_all(sock)) == [200]
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_idle_keep_alive_connections_hold_no_worker(server: LiveServer) -> None:
+    sessions = [requests.Session() for _ in range(4)]
+    try:
+        for round_ in range(3):
+            for session in sessions:
+                started = time.monotonic()
+                response = session.get(server.sparql, params={"query": "ASK {}"}, timeout=10)
+                assert response.ok and time.monotonic() - started < 1.0, round_
+    finally:
+        for session in sessions:
+            session.close()
+
+
+# Evaluated lazily (an aggregate would run inside pyoxigraph's parse-and-plan call, where a
+# death counts as the parser's): a cross product filtered on two of its columns.
+ENDLESS_ROWS = ("SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k ?l . ?m ?n ?o . "
+                "FILTER(STR(?c) = CONCAT(STR(?o), '-never')) }")
+
+
+def test_a_worker_killed_mid_query_is_answered_for_and_replaced(server: LiveServer) -> None:
+    (worker,) = server.workers()
+    result: dict[str, Any] = {}
+
+    def endless() -> None:
+        result["response"] = requests.get(server.sparql, timeout=30,
+                                          params={"query": ENDLESS_ROWS, "timeout": "3"})
+
+    before = cpu_ticks([worker])
+    thread = threading.Thread(target=endless)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while cpu_ticks([worker]) < before + 20:  # the query is running
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(worker, signal.SIGKILL)
+    thread.join(timeout=30)
+    response = result["response"]
+    body = problem_shape(500, response.headers["Content-Type"], response.content)
+    assert body["type"].endswith("/worker-crashed")
+    deadline = time.monotonic() + 10
+    while not server.workers() or worker in server.workers():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert not alive(worker)
+    assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+
+
+def test_a_query_past_its_limit_is_504_and_its_worker_replaced(server: LiveServer) -> None:
+    (worker,) = server.workers()
+    started = time.monotonic()
+    response = requests.get(server.sparql, params={"query": ENDLESS, "timeout": "1"}, timeout=30)
+    body = problem_shape(504, response.headers["Content-Type"], response.content)
+    assert body["limit_seconds"] == 1.0 and time.monotonic() - started < 2.5
+    deadline = time.monotonic() + 10
+    while not server.workers() or worker in server.workers():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+    assert "Traceback" not in server.log()
