@@ -242,3 +242,35 @@ def test_a_query_past_its_limit_is_504_and_its_worker_replaced(server: LiveServe
         time.sleep(0.05)
     assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
     assert "Traceback" not in server.log()
+
+
+def test_each_request_has_one_time_budget() -> None:
+    """A client that sends a byte just before each read would time out gets no more time:
+    every read of a request waits only for what is left of the request's budget."""
+    from sasci_kg.web.prefork import _Connection, _Refused
+
+    left, right = socket.socketpair()
+    with left, right:
+        conn = _Connection(left, 1, ("", 0))
+        conn.wait(time.monotonic() + 5, "the request")
+        assert 4 < (left.gettimeout() or 0) <= 5
+        with pytest.raises(_Refused) as refused:
+            conn.wait(time.monotonic() - 0.1, "the request")
+        assert refused.value.status == 408
+
+
+def test_header_names_with_underscores_never_reach_the_app() -> None:
+    """``X_Forwarded_For`` would become the same WSGI key as ``X-Forwarded-For``."""
+    from sasci_kg.web.prefork import _Connection, _Worker
+
+    class Bare:
+        server_name, server_port = "127.0.0.1", 80
+
+    left, right = socket.socketpair()
+    with left, right:
+        environ = _Worker._environ(
+            Bare(), _Connection(left, 1, ("127.0.0.1", 5)),  # type: ignore[arg-type]
+            "GET", b"/a%20b?x=1", 1,
+            [(b"host", b"a"), (b"x_forwarded_for", b"1.2.3.4"), (b"x-real", b"y")], b"")
+    assert "HTTP_X_FORWARDED_FOR" not in environ and environ["HTTP_X_REAL"] == "y"
+    assert environ["PATH_INFO"] == "/a b" and environ["QUERY_STRING"] == "x=1"

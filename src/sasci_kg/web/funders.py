@@ -142,7 +142,9 @@ def pool_tracer() -> PoolTracer:
     config = runtime.config
 
     def run(job: QueryJob, limit: float) -> Outcome:
-        return runtime.pool().run(job, timeout=limit)
+        # Its own query processes: a search that runs out of time ends its hop, not the
+        # server process (as it would under the prefork server).
+        return runtime.isolated_pool().run(job, timeout=limit)
 
     backend = PoolBackend(run, timeout=config.timeout,
                           max_rows=max(config.max_rows, INTERNAL_MAX_ROWS),

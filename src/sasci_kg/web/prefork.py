@@ -142,6 +142,15 @@ class _Connection:
     ident: int
     peer: tuple[str, int]
     buffer: bytes = b""  # read, not yet used: the start of the next request
+    deadline: float = 0.0  # the request being read must be in by then (time.monotonic())
+
+    def wait(self, deadline: float, what: str) -> None:
+        """Give the next blocking call on the socket what is left of ``deadline``: each
+        request (and each answer) has one time budget, not one per piece."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Refused(408, f"{what} did not arrive in time")
+        self.sock.settimeout(left)
 
 
 # The plain requests read here directly; anything else (a chunked or expecting body, two
@@ -335,11 +344,13 @@ class _Worker:
         return _Connection(sock, ident, peer)
 
     def _hand_back(self, conn: _Connection) -> None:
+        self.slots.write(self.index, _IDLE)
         with contextlib.suppress(OSError):
             self.control.send(b"I" + _ID.pack(conn.ident))
         conn.sock.close()
 
     def _close(self, conn: _Connection) -> None:
+        self.slots.write(self.index, _IDLE)
         with contextlib.suppress(OSError):
             conn.sock.shutdown(socket.SHUT_RDWR)  # the supervisor's duplicate keeps it open
         conn.sock.close()
@@ -362,6 +373,7 @@ class _Worker:
                 self._hand_back(conn)
                 return None
         self.status.conn = conn.ident
+        self.slots.write(self.index, _BUSY, conn=conn.ident)  # reading counts as busy
         try:
             keep = self._answer(conn)
         except (OSError, h11.LocalProtocolError):
@@ -380,7 +392,7 @@ class _Worker:
     def _read_head(self, conn: _Connection) -> bytes | None:
         """The request line and headers (up to the blank line), or None if the client closed
         or went quiet before starting a request."""
-        conn.sock.settimeout(READ_TIMEOUT)
+        conn.deadline = time.monotonic() + READ_TIMEOUT
         data = conn.buffer.lstrip(b"\r\n")  # RFC 9112 §2.2: ignore blank lines before it
         while True:
             end = data.find(b"\r\n\r\n")
@@ -390,8 +402,9 @@ class _Worker:
             if len(data) > MAX_HEADER_BYTES:
                 raise _Refused(431, f"the request line and headers pass {MAX_HEADER_BYTES} bytes")
             try:
+                conn.wait(conn.deadline, "the request")
                 more = conn.sock.recv(65536)
-            except TimeoutError:
+            except (TimeoutError, _Refused):
                 if not data:
                     return None
                 raise _Refused(408, "the request did not arrive in time") from None
@@ -402,15 +415,18 @@ class _Worker:
             data = (data + more).lstrip(b"\r\n")
 
     def _read_exactly(self, conn: _Connection, length: int) -> bytes:
-        data = conn.buffer
-        while len(data) < length:
+        parts, size = [conn.buffer], len(conn.buffer)
+        while size < length:
             try:
-                more = conn.sock.recv(min(length - len(data), 1 << 20))
+                conn.wait(conn.deadline, "the request body")
+                more = conn.sock.recv(min(length - size, 1 << 20))
             except TimeoutError:
                 raise _Refused(408, "the request body did not arrive in time") from None
             if not more:
                 raise _Refused(400, "the connection closed in the middle of the request body")
-            data += more
+            parts.append(more)
+            size += len(more)
+        data = b"".join(parts)
         conn.buffer = data[length:]
         return data[:length]
 
@@ -434,6 +450,7 @@ class _Worker:
         self.current = (conn, environ)
         status, headers, chunks = self._call_app(environ)
         self.slots.write(self.index, _SENDING, conn=conn.ident)
+        conn.deadline = time.monotonic() + SEND_TIMEOUT
         conn.sock.settimeout(SEND_TIMEOUT)
         return self._send_plain(conn, request, status, headers, chunks)
 
@@ -491,10 +508,15 @@ class _Worker:
         for chunk in chunks:
             if not chunk:
                 continue
+            if length is not None and sent + len(chunk) > length:
+                chunk = chunk[:length - sent]  # never more than the declared length
+                if not chunk:
+                    return False
             sent += len(chunk)
             pending.append(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
             size += len(chunk)
             if size >= 65536:
+                conn.wait(conn.deadline, "the client's reading")  # a slow reader: 408, closed
                 conn.sock.sendall(b"".join(pending))
                 pending, size = [], 0
         if chunked:
@@ -529,6 +551,7 @@ class _Worker:
         self.current = (conn, environ)
         status_line, headers, chunks = self._call_app(environ)
         self.slots.write(self.index, _SENDING, conn=conn.ident)
+        conn.deadline = time.monotonic() + SEND_TIMEOUT
         conn.sock.settimeout(SEND_TIMEOUT)
         code, _, reason = status_line.partition(" ")
         headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
@@ -541,6 +564,7 @@ class _Worker:
                 if chunk and not head_only:
                     out += http.send(h11.Data(data=chunk)) or b""
                     if len(out) >= 65536:
+                        conn.wait(conn.deadline, "the client's reading")
                         conn.sock.sendall(out)
                         out = b""
         finally:
@@ -560,6 +584,7 @@ class _Worker:
             if event is not h11.NEED_DATA:
                 return event
             try:
+                conn.wait(conn.deadline, "the request")
                 data = conn.sock.recv(65536)
             except TimeoutError:
                 raise _Refused(408, "the request did not arrive in time") from None
@@ -594,6 +619,7 @@ class _Worker:
         with contextlib.suppress(OSError):
             conn.sock.settimeout(5.0)
             conn.sock.sendall(refusal(self.app, status, detail))
+            _drain(conn.sock)
         return False
 
     def _environ(self, conn: _Connection, method: str, target: bytes, minor: int,
@@ -623,6 +649,8 @@ class _Worker:
             "wsgi.run_once": False,
         }
         for name, value in headers:
+            if b"_" in name:  # X_Forwarded_For would pass for X-Forwarded-For: dropped
+                continue
             key = name.decode("latin-1").upper().replace("-", "_")
             if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
                 continue  # the body is read whole: its length is CONTENT_LENGTH above
@@ -705,6 +733,21 @@ class _Prepended:
             close()
 
 
+def _drain(sock: socket.socket, seconds: float = 1.0, limit: int = 1 << 20) -> None:
+    """After a refusal: stop writing and read what the client still sends (briefly), so
+    that closing with unread bytes does not reset the connection before it reads ours."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        read = 0
+        while read < limit and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            read += len(chunk)
+
+
 def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
@@ -774,6 +817,7 @@ class Supervisor:
         self.dispatch_out, self.dispatch_in = socket.socketpair(
             socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.dispatch_in.setblocking(False)
+        self.dispatch_out.setblocking(False)  # a full queue must not stop the supervisor
         self.children: dict[int, _Child] = {}  # by pid
         self.connections: dict[int, socket.socket] = {}  # every open connection's duplicate
         self.idle: dict[int, float] = {}  # connections held here: id -> since
@@ -921,7 +965,9 @@ class Supervisor:
             self._forget(ident)
             return
         if not _complete(memoryview(self.peek_buffer)[:waiting]):
-            self.partial.add(ident)
+            if ident not in self.partial:  # the request's clock starts with its first bytes
+                self.partial.add(ident)
+                self.idle[ident] = time.monotonic()
             return
         since = self.idle.pop(ident)
         self.partial.discard(ident)
@@ -938,6 +984,8 @@ class Supervisor:
         try:
             socket.send_fds(self.dispatch_out, [_ID.pack(ident)],
                             [self.connections[ident].fileno()])
+        except BlockingIOError:  # the hand-over queue is full: wait here for a free worker
+            self.ready[ident] = time.monotonic()
         except OSError as exc:
             log.warning("could not hand a connection to a worker: %s", exc)
             self._forget(ident)
@@ -961,7 +1009,8 @@ class Supervisor:
                 self.epoll.unregister(self.listener.fileno())
             self.holding_listener = busy
         if not busy:
-            for ident in list(self.ready):
+            free = sum(self.slots.read(i)[0] == _IDLE for i in range(self.processes))
+            for ident in list(self.ready)[:max(free, 1)]:  # oldest first, one per free worker
                 del self.ready[ident]
                 self._dispatch(ident)
             return
@@ -999,7 +1048,7 @@ class Supervisor:
             line, headers, body = _render(self.app, ExecutorBusyError(retry_after),
                                           _bare_environ(self.config.port))
             sock.sendall(_raw_response(line, headers, body))
-            sock.shutdown(socket.SHUT_RDWR)
+            _drain(sock, seconds=0.05)
         self._forget(ident)
 
     def _forget(self, ident: int) -> None:

@@ -111,16 +111,25 @@ class Runtime:
             self._runner = runner
 
     def pool(self) -> WorkerPool | InProcessRunner:
-        """The query pool of this process (a forked server process gets its own)."""
+        """The query pool of this process (a forked server process gets its own); under the
+        prefork server, the process itself."""
         with self._lock:
             runner = self._runner
-            if runner is not None and runner.owner_pid == os.getpid():
-                return runner
+        if runner is not None and runner.owner_pid == os.getpid():
+            return runner
+        return self.isolated_pool()
+
+    def isolated_pool(self) -> WorkerPool:
+        """Query processes of this process's own, for work that must survive a time limit
+        (a trace or search out of time answers with what it found; under the prefork server
+        a limit ends the process, so such work runs here)."""
+        with self._lock:
             if self._pool is None or self._pool.owner_pid != os.getpid():
                 c = self.config
                 self._pool = WorkerPool(
                     c.backend_settings if c.is_remote else c.store,
-                    size=c.query_workers,
+                    # (one under the prefork server: each of its processes has its own)
+                    size=1 if self._runner is not None else c.query_workers,
                     max_waiting=c.queue_size,
                     wait_timeout=c.queue_timeout,
                     memory_limit_mb=c.worker_memory_mb,
