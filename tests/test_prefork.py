@@ -242,6 +242,9 @@ def test_a_query_past_its_limit_is_504_and_its_worker_replaced(server: LiveServe
         time.sleep(0.05)
     assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
     assert "Traceback" not in server.log()
+    time.sleep(0.5)  # log lines are written in batches
+    line = r"sasci_kg\.access GET /sparql\?query=…&timeout=… 504 "
+    assert re.search(line, server.log()), server.log()[-2000:]
 
 
 def test_each_request_has_one_time_budget() -> None:

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import h11
 from flask import Flask
@@ -65,6 +65,7 @@ from . import close_app, create_app
 from .config import ServerConfig
 
 log = logging.getLogger("sasci_kg.web.prefork")
+access_log = logging.getLogger("sasci_kg.access")  # the app's access log (web/__init__.py)
 
 # A worker past its deadline by this much, still not answering (the GIL held), is SIGKILLed.
 KILL_GRACE = 2.0
@@ -699,8 +700,12 @@ class _Worker:
                 conn.sock.sendall(_raw_response(status, headers, body))
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_RDWR)
-                log.info("%s %s %s %.1fms %dB", environ["REQUEST_METHOD"], environ["PATH_INFO"],
-                         status.split(" ")[0], limit * 1000, len(body))
+                path = environ["PATH_INFO"]
+                names = dict.fromkeys(n for n, _ in parse_qsl(environ["QUERY_STRING"]))
+                if names:  # parameter names, never their values (as the app's access log)
+                    path += "?" + "&".join(f"{name}=…" for name in names)
+                access_log.info("%s %s %s %.1fms %dB", environ["REQUEST_METHOD"], path,
+                                status.split(" ")[0], limit * 1000, len(body))
         except Exception:  # noqa: BLE001 - the process ends either way
             log.exception("could not answer a timed-out request")
         finally:
