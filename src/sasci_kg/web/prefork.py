@@ -695,17 +695,19 @@ class _Worker:
                 conn, environ = current
                 log.warning("query process %s ended after the %.1f s limit", os.getpid(), limit)
                 status, headers, body = _render(self.app, QueryTimeoutError(limit), environ)
-                self.slots.write(self.index, _ANSWERED, conn=conn.ident)
-                conn.sock.settimeout(5.0)
-                conn.sock.sendall(_raw_response(status, headers, body))
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
                 path = environ["PATH_INFO"]
                 names = dict.fromkeys(n for n, _ in parse_qsl(environ["QUERY_STRING"]))
                 if names:  # parameter names, never their values (as the app's access log)
                     path += "?" + "&".join(f"{name}=…" for name in names)
                 access_log.info("%s %s %s %.1fms %dB", environ["REQUEST_METHOD"], path,
                                 status.split(" ")[0], limit * 1000, len(body))
+                _flush_logs()
+                # Everything else first: the process ends right after the client has it.
+                self.slots.write(self.index, _ANSWERED, conn=conn.ident)
+                conn.sock.settimeout(5.0)
+                conn.sock.sendall(_raw_response(status, headers, body))
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
         except Exception:  # noqa: BLE001 - the process ends either way
             log.exception("could not answer a timed-out request")
         finally:
