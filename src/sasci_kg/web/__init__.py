@@ -104,6 +104,18 @@ def _cors(response: Response) -> Response:
     return response
 
 
+def access_path(environ: dict[str, Any]) -> str:
+    """The path as the access log writes it: with the parameter names but never their values
+    (they can hold queries, tokens or personal data)."""
+    path: str = environ.get("PATH_INFO", "")
+    query_string = environ.get("QUERY_STRING")
+    if query_string:
+        names = dict.fromkeys(n for n, _ in parse_qsl(query_string, keep_blank_values=True))
+        if names:
+            path += "?" + "&".join(f"{name}=…" for name in names)
+    return path
+
+
 class AccessLog:
     """WSGI middleware: one log line per request, to the ``sasci_kg.access`` logger.
 
@@ -166,12 +178,7 @@ class _Logged:
         self.logged = True
         if not access_log.isEnabledFor(logging.INFO):
             return
-        path = self.environ.get("PATH_INFO", "")
-        query_string = self.environ.get("QUERY_STRING")
-        if query_string:
-            names = dict.fromkeys(n for n, _ in parse_qsl(query_string, keep_blank_values=True))
-            if names:
-                path += "?" + "&".join(f"{name}=…" for name in names)
+        path = access_path(self.environ)
         # makeRecord + handle, not info(): the caller's file and line (a stack walk on every
         # request) say nothing in an access log.
         access_log.handle(access_log.makeRecord(

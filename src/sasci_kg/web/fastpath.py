@@ -25,6 +25,7 @@ from flask import Flask
 from werkzeug.datastructures import MultiDict
 
 from . import EXPOSED_HEADERS
+from .problems import error_response
 from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query
 
 QUERY_PATHS = frozenset({"/sparql", "/query"})
@@ -132,10 +133,7 @@ class QueryFastPath:
     def _problem(self, exc: Exception, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
         """The error response Flask's handlers give (problem+json, CORS, Retry-After, …)."""
-        app = self.app
-        with app.request_context(environ):
-            response = app.make_response(app.handle_user_exception(exc))
-            response = app.process_response(response)
+        response = error_response(self.app, exc, environ)
         result: Iterable[bytes] = response(environ, start_response)
         return result
 

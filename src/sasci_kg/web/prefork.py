@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 import h11
 from flask import Flask
@@ -61,8 +61,9 @@ from ..executor import (
     WorkerCrashedError,
 )
 from ..local_runner import InProcessRunner
-from . import close_app, create_app
+from . import access_path, close_app, create_app
 from .config import ServerConfig
+from .problems import error_response
 
 log = logging.getLogger("sasci_kg.web.prefork")
 access_log = logging.getLogger("sasci_kg.access")  # the app's access log (web/__init__.py)
@@ -448,12 +449,19 @@ class _Worker:
             return self._refuse(conn, exc.status, exc.detail)
         environ = self._environ(conn, request.method, request.target, request.minor,
                                 request.headers, body)
+        status, headers, chunks = self._run_app(conn, environ)
+        return self._send_plain(conn, request, status, headers, chunks)
+
+    def _run_app(self, conn: _Connection, environ: dict[str, Any]
+                 ) -> tuple[str, list[tuple[str, str]], Iterable[bytes]]:
+        """Call the app (the watchdog may answer for it meanwhile), then start the answer's
+        time budget."""
         self.current = (conn, environ)
-        status, headers, chunks = self._call_app(environ)
+        answer = self._call_app(environ)
         self.slots.write(self.index, _SENDING, conn=conn.ident)
         conn.deadline = time.monotonic() + SEND_TIMEOUT
         conn.sock.settimeout(SEND_TIMEOUT)
-        return self._send_plain(conn, request, status, headers, chunks)
+        return answer
 
     def _send_plain(self, conn: _Connection, request: _Request, status: str,
                     headers: list[tuple[str, str]], chunks: Iterable[bytes]) -> bool:
@@ -549,11 +557,7 @@ class _Worker:
             return self._refuse(conn, exc.status, exc.detail)
         environ = self._environ(conn, event.method.decode("ascii"), event.target,
                                 int(event.http_version[-1:] == b"1"), list(event.headers), body)
-        self.current = (conn, environ)
-        status_line, headers, chunks = self._call_app(environ)
-        self.slots.write(self.index, _SENDING, conn=conn.ident)
-        conn.deadline = time.monotonic() + SEND_TIMEOUT
-        conn.sock.settimeout(SEND_TIMEOUT)
+        status_line, headers, chunks = self._run_app(conn, environ)
         code, _, reason = status_line.partition(" ")
         headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
         headers.append(("Date", _date.now()))
@@ -695,11 +699,8 @@ class _Worker:
                 conn, environ = current
                 log.warning("query process %s ended after the %.1f s limit", os.getpid(), limit)
                 status, headers, body = _render(self.app, QueryTimeoutError(limit), environ)
-                path = environ["PATH_INFO"]
-                names = dict.fromkeys(n for n, _ in parse_qsl(environ["QUERY_STRING"]))
-                if names:  # parameter names, never their values (as the app's access log)
-                    path += "?" + "&".join(f"{name}=…" for name in names)
-                access_log.info("%s %s %s %.1fms %dB", environ["REQUEST_METHOD"], path,
+                access_log.info("%s %s %s %.1fms %dB", environ["REQUEST_METHOD"],
+                                access_path(environ),
                                 status.split(" ")[0], limit * 1000, len(body))
                 _flush_logs()
                 # Everything else first: the process ends right after the client has it.
@@ -768,10 +769,8 @@ def _raw_response(status: str, headers: list[tuple[str, str]], body: bytes) -> b
 
 def _render(app: Flask, exc: Exception, environ: dict[str, Any]
             ) -> tuple[str, list[tuple[str, str]], bytes]:
-    """The response the app's error handlers give for ``exc`` on this request."""
-    with app.request_context(environ):
-        response = app.make_response(app.handle_user_exception(exc))
-        response = app.process_response(response)
+    """The response the app's error handlers give for ``exc`` on this request, in parts."""
+    response = error_response(app, exc, environ)
     return response.status, list(response.headers.items()), response.get_data()
 
 

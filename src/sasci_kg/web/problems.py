@@ -53,6 +53,14 @@ from .negotiation import ConflictingFormatError, NotAcceptableError
 log = logging.getLogger("sasci_kg.web")
 
 PROBLEM_JSON = "application/problem+json"
+
+
+def error_response(app: Flask, exc: Exception, environ: dict[str, Any]) -> Response:
+    """The response the app's error handlers give for ``exc`` on the request ``environ``,
+    for code that answers outside a Flask view (the lean route, the prefork server)."""
+    with app.request_context(environ):
+        response = app.make_response(app.handle_user_exception(exc))
+        return app.process_response(response)
 PROBLEM_BASE = BASE + "problem/"
 
 
