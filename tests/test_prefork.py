@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import LiveServer, alive, cpu_ticks, run_live_server
+from conftest import LiveServer, alive, cpu_ticks, make_store, run_live_server
 from reliability_support import problem_shape
 
 from sasci_kg.web.prefork import PEEK_BYTES, _complete, _parse_plain
@@ -277,3 +277,127 @@ def test_header_names_with_underscores_never_reach_the_app() -> None:
             [(b"host", b"a"), (b"x_forwarded_for", b"1.2.3.4"), (b"x-real", b"y")], b"")
     assert "HTTP_X_FORWARDED_FOR" not in environ and environ["HTTP_X_REAL"] == "y"
     assert environ["PATH_INFO"] == "/a b" and environ["QUERY_STRING"] == "x=1"
+
+
+# ---------------------------------------------------------------------------------------
+# Slow readers: the rest of an answer the socket does not take at once is sent by the
+# supervisor, so the worker is free for the next request.
+
+EVERYTHING = "CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }"
+# ~6 MB as N-Triples: more than the socket buffers of a loopback connection take (~3 MB).
+THINGS = 50_000
+BIG_TRIG = "@prefix ex: <https://example.org/> .\nex:g {\n" + "\n".join(
+    f'ex:thing{i} ex:label "thing number {i}, with a label long enough to weigh" .'
+    for i in range(THINGS)) + "\n}\n"
+
+
+@pytest.fixture(scope="module")
+def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    folder = tmp_path_factory.mktemp("prefork-big")
+    store = make_store(folder / "store", BIG_TRIG)
+    with run_live_server(store, folder, server="prefork", query_workers=1) as live:
+        yield live
+
+
+def slow_reader(server: LiveServer, request: bytes) -> socket.socket:
+    """A connection that asks, then does not read: a tiny receive window."""
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def split_answer(data: bytes) -> tuple[bytes, bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def unchunk(body: bytes) -> bytes:
+    out, rest = [], body
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        length = int(size, 16)
+        if length == 0:
+            assert rest == b"\r\n", rest[:50]
+            return b"".join(out)
+        out.append(rest[:length])
+        assert rest[length:length + 2] == b"\r\n"
+        rest = rest[length + 2:]
+
+
+def test_a_slow_reader_of_a_large_answer_holds_no_worker(big_server: LiveServer) -> None:
+    expected = requests.get(big_server.sparql, params={"query": EVERYTHING},
+                            headers={"Accept": "application/n-triples"}, timeout=30).content
+    assert len(expected) > 5_000_000
+    request = (b"GET /sparql?query=" + requests.utils.quote(EVERYTHING).encode()
+               + b" HTTP/1.1\r\nHost: a\r\nAccept: application/n-triples\r\n"
+               b"Connection: close\r\n\r\n")
+    readers = [slow_reader(big_server, request) for _ in range(3)]
+    try:
+        time.sleep(1.0)  # the only worker has made each answer and handed it on
+        started = time.monotonic()
+        assert requests.get(big_server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+        assert time.monotonic() - started < 1.0
+        for sock in readers:  # then each reader gets its whole answer
+            head, body = split_answer(read_all(sock))
+            assert statuses(head) == [200]
+            if b"Transfer-Encoding: chunked" in head:
+                body = unchunk(body)
+            assert body == expected
+    finally:
+        for sock in readers:
+            sock.close()
+
+
+def test_keep_alive_goes_on_after_a_handed_over_answer(big_server: LiveServer) -> None:
+    request = (b"GET /sparql?query=" + requests.utils.quote(EVERYTHING).encode()
+               + b" HTTP/1.1\r\nHost: a\r\nAccept: application/n-triples\r\n\r\n")
+    sock = slow_reader(big_server, request)
+    with sock:
+        time.sleep(0.5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, body = split_answer(data)
+        assert statuses(head) == [200] and b"Connection: close" not in head
+        length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "the connection closed"
+            body += chunk
+        assert body.count(b"\n") == THINGS
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert statuses(read_all(sock)) == [200]
+
+
+def test_a_download_is_sent_from_its_file_to_a_slow_reader(big_server: LiveServer) -> None:
+    url = big_server.url + "/download/sasci-kg.nt"
+    whole = requests.get(url, timeout=60)
+    assert whole.status_code == 200 and len(whole.content) > 5_000_000
+    readers = {
+        None: slow_reader(big_server, b"GET /download/sasci-kg.nt HTTP/1.1\r\nHost: a\r\n"
+                                  b"Connection: close\r\n\r\n"),
+        (1000, 150_999): slow_reader(big_server, b"GET /download/sasci-kg.nt HTTP/1.1\r\n"
+                                             b"Host: a\r\nRange: bytes=1000-150999\r\n"
+                                             b"Connection: close\r\n\r\n"),
+    }
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert requests.get(big_server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+        assert time.monotonic() - started < 1.0
+        for part, sock in readers.items():
+            head, body = split_answer(read_all(sock))
+            if part is None:
+                assert statuses(head) == [200] and body == whole.content
+            else:
+                assert statuses(head) == [206]
+                assert body == whole.content[part[0]:part[1] + 1]
+    finally:
+        for sock in readers.values():
+            sock.close()
+    time.sleep(0.5)  # log lines are written in batches
+    assert re.search(rf"GET /download/sasci-kg\.nt 200 \S+ {len(whole.content)}B", big_server.log())

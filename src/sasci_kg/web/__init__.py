@@ -116,6 +116,13 @@ def access_path(environ: dict[str, Any]) -> str:
     return path
 
 
+# Environ keys between the app and the prefork server: the app names a response body that
+# is a file (the server sends it from the file with sendfile, never reading it into memory),
+# and the server says how many bytes that body came to (for the access log).
+FILE_BODY = "sasci_kg.file_body"
+SENT_BYTES = "sasci_kg.sent_bytes"
+
+
 class AccessLog:
     """WSGI middleware: one log line per request, to the ``sasci_kg.access`` logger.
 
@@ -184,7 +191,8 @@ class _Logged:
         access_log.handle(access_log.makeRecord(
             access_log.name, logging.INFO, __file__, 0, "%s %s %s %.1fms %dB",
             (self.environ.get("REQUEST_METHOD", "-"), path, self.seen.get("status", "-"),
-             (time.perf_counter() - self.started) * 1000, self.sent),
+             (time.perf_counter() - self.started) * 1000,
+             self.environ.get(SENT_BYTES, self.sent)),
             None,
         ))
 

@@ -21,9 +21,12 @@ What keeps it safe:
 - **Idle connections** go back to the supervisor: a worker keeps its keep-alive connection
   only while no other client is waiting, so a few idle clients cannot hold every worker.
   The supervisor watches idle connections and hands one to a free worker when it has a request.
+- **Slow readers**: a worker sends what the socket takes at once; the rest of a larger
+  answer (in a memfd, or a download's own file) goes to the supervisor, which sends it as
+  the client reads (:class:`_Outbox`), so a client reading slowly holds no worker.
 
-HTTP/1.1 is read and written by h11 (framing, chunked bodies, ``Expect: 100-continue``, keep
-alive, limits on the request line and headers); the WSGI app is the same as under granian.
+Plain HTTP/1.1 requests are read here; anything unusual (chunked bodies, ``Expect:
+100-continue``, obs-fold, …) by h11. The WSGI app is the same as under granian.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from ..executor import (
     WorkerCrashedError,
 )
 from ..local_runner import InProcessRunner
-from . import access_path, close_app, create_app
+from . import FILE_BODY, SENT_BYTES, access_path, close_app, create_app
 from .config import ServerConfig
 from .problems import error_response
 
@@ -72,7 +75,8 @@ access_log = logging.getLogger("sasci_kg.access")  # the app's access log (web/_
 KILL_GRACE = 2.0
 # A request whose line and headers are not in within this time is answered 408.
 READ_TIMEOUT = 15.0
-# A client that does not take the response within this time is dropped.
+# A client that does not take the response within this time is dropped (an answer the
+# supervisor sends: no byte taken for this long).
 SEND_TIMEOUT = 60.0
 # Idle keep-alive connections are closed after this time.
 KEEP_ALIVE = 30.0
@@ -265,6 +269,115 @@ class _DateHeader:
 _date = _DateHeader()
 
 
+# An answer larger than the socket takes at once is handed to the supervisor to send.
+_SPILL = struct.Struct("<c8s?QQ")  # b"S", connection id, keep alive?, file offset, file bytes
+_BLOCK = 1 << 20
+
+
+class _Outbox:
+    """Where a worker writes an answer. Bytes go straight to the socket while it takes them
+    without waiting; once it would make us wait (a slow reader, or an answer larger than the
+    socket's buffer), the rest goes into a memfd (a file body: its descriptor) and both go to
+    the supervisor, which sends them from its event loop: a slow client holds no worker.
+
+    A connection with a pipelined request already read (``conn.buffer``) is sent to here,
+    with the answer's time budget, as before: handing it over would lose those bytes."""
+
+    def __init__(self, worker: _Worker, conn: _Connection, keep: bool):
+        self.worker, self.conn, self.keep = worker, conn, keep
+        self.pending: list[bytes] = []
+        self.size = 0
+        self.spill: int | None = None  # the memfd, once the socket has made us wait
+        self.file: tuple[int, int, int] | None = None  # fd, offset, bytes: sent after it
+        conn.sock.setblocking(False)
+
+    def write(self, data: bytes) -> None:
+        if self.spill is not None:
+            _write_all(self.spill, data)
+            return
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size >= 65536:
+            self._push()
+
+    def send_file(self, fd: int, offset: int, length: int) -> int:
+        """Send ``length`` bytes of the file from ``offset``; the bytes it came to."""
+        self._push()
+        sock = self.conn.sock
+        end = offset + length
+        while self.spill is None and offset < end:
+            try:
+                sent = os.sendfile(sock.fileno(), fd, offset, min(end - offset, _BLOCK))
+            except (BlockingIOError, InterruptedError):
+                if self.conn.buffer:
+                    self._wait_writable()
+                    continue
+                self._open_spill()
+                break
+            if sent == 0:  # the file is shorter than it said: the client sees a short body
+                self.keep = False
+                return length - (end - offset)
+            offset += sent
+        if offset < end:
+            self.file = (fd, offset, end - offset)
+        return length
+
+    def finish(self) -> bool | None:
+        """Whether the connection stays open; None when the supervisor sends the rest."""
+        self._push()
+        if self.spill is None:
+            self.conn.sock.setblocking(True)
+            return self.keep
+        fds = [self.spill]
+        offset = length = 0
+        if self.file is not None:
+            fds.append(self.file[0])
+            offset, length = self.file[1], self.file[2]
+        try:
+            message = _SPILL.pack(b"S", _ID.pack(self.conn.ident), self.keep, offset, length)
+            socket.send_fds(self.worker.control, [message], fds)
+        finally:
+            os.close(self.spill)
+        return None
+
+    def _push(self) -> None:
+        if not self.pending or self.spill is not None:
+            if self.pending:
+                _write_all(self.spill or -1, b"".join(self.pending))
+                self.pending, self.size = [], 0
+            return
+        data = memoryview(b"".join(self.pending))
+        self.pending, self.size = [], 0
+        sock = self.conn.sock
+        while data:
+            try:
+                data = data[sock.send(data):]
+            except (BlockingIOError, InterruptedError):
+                if self.conn.buffer:
+                    self._wait_writable()
+                    continue
+                self._open_spill()
+                _write_all(self.spill or -1, data)
+                return
+
+    def _open_spill(self) -> None:
+        self.spill = os.memfd_create("sasci-kg-answer", os.MFD_CLOEXEC)
+
+    def _wait_writable(self) -> None:
+        """Wait (within the answer's time budget) until the socket takes more."""
+        left = self.conn.deadline - time.monotonic()
+        poller = select.poll()
+        poller.register(self.conn.sock, select.POLLOUT)
+        if left <= 0 or not poller.poll(left * 1000):
+            raise TimeoutError("the client did not read the answer in time")
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class _Worker:
     def __init__(self, index: int, app: Flask, wsgi: Callable[..., Iterable[bytes]],
                  config: ServerConfig, listener: socket.socket, dispatch: socket.socket,
@@ -376,6 +489,7 @@ class _Worker:
                 return None
         self.status.conn = conn.ident
         self.slots.write(self.index, _BUSY, conn=conn.ident)  # reading counts as busy
+        keep: bool | None = False
         try:
             keep = self._answer(conn)
         except (OSError, h11.LocalProtocolError):
@@ -384,8 +498,12 @@ class _Worker:
             log.exception("a response failed while it was being sent")
             keep = False
         finally:
-            self.slots.write(self.index, _IDLE, conn=conn.ident)
+            # Handed over: the supervisor has the connection now, not this slot.
+            self.slots.write(self.index, _IDLE, conn=0 if keep is None else conn.ident)
             self.current = None
+        if keep is None:
+            conn.sock.close()  # the supervisor's duplicate stays open: it sends the rest
+            return None
         if keep and not self.stopping:
             return conn
         self._close(conn)
@@ -432,8 +550,9 @@ class _Worker:
         conn.buffer = data[length:]
         return data[:length]
 
-    def _answer(self, conn: _Connection) -> bool:
-        """Read one request, run the app, send its answer; whether the connection stays."""
+    def _answer(self, conn: _Connection) -> bool | None:
+        """Read one request, run the app, send its answer; whether the connection stays
+        (None: it went to the supervisor, with the rest of the answer to send)."""
         try:
             head = self._read_head(conn)
             if head is None:
@@ -450,7 +569,7 @@ class _Worker:
         environ = self._environ(conn, request.method, request.target, request.minor,
                                 request.headers, body)
         status, headers, chunks = self._run_app(conn, environ)
-        return self._send_plain(conn, request, status, headers, chunks)
+        return self._send_plain(conn, request, status, headers, chunks, environ)
 
     def _run_app(self, conn: _Connection, environ: dict[str, Any]
                  ) -> tuple[str, list[tuple[str, str]], Iterable[bytes]]:
@@ -464,56 +583,68 @@ class _Worker:
         return answer
 
     def _send_plain(self, conn: _Connection, request: _Request, status: str,
-                    headers: list[tuple[str, str]], chunks: Iterable[bytes]) -> bool:
+                    headers: list[tuple[str, str]], chunks: Iterable[bytes],
+                    environ: dict[str, Any]) -> bool | None:
+        """Send the answer; whether the connection stays open, or None when the rest of it
+        went to the supervisor to send (a slow reader, a large answer: see :class:`_Outbox`)."""
         code = int(status[:3])
         keep = request.keep_alive and not self.stopping
         no_body = request.method == "HEAD" or code in (204, 304) or code < 200
         lines = [f"HTTP/1.1 {status}", f"Date: {_date.now()}"]
         length = None
+        content_range = ""
         for name, value in headers:
             lowered = name.lower()
             if lowered in _HOP_BY_HOP:
                 continue
             if lowered == "content-length":
                 length = value
+            elif lowered == "content-range":
+                content_range = value
             lines.append(f"{name}: {value}")
-        streamed = False
+        body = b""
+        file = environ.get(FILE_BODY) if code in (200, 206) and not no_body else None
+        if length is None:
+            file = None  # (a download always has its length; read it as any body if not)
         try:
-            if no_body:
-                body = b""
+            if no_body or file is not None:
+                pass
             elif length is not None or isinstance(chunks, list):
-                body = b"".join(chunks) if isinstance(chunks, list) else b""
-                if length is None:
-                    lines.append(f"Content-Length: {len(body)}")
-                else:
-                    streamed = not isinstance(chunks, list)
-            elif request.minor == 1:
-                lines.append("Transfer-Encoding: chunked")
-                streamed, body = True, b""
+                if isinstance(chunks, list):
+                    body = b"".join(chunks)
+                    if length is None:
+                        lines.append(f"Content-Length: {len(body)}")
+            elif request.minor == 0:
+                keep = False  # no length and no chunked coding in HTTP/1.0: the close ends it
             else:
-                keep, streamed, body = False, True, b""
+                lines.append("Transfer-Encoding: chunked")
             if not keep:
                 lines.append("Connection: close")
             elif request.minor == 0:
                 lines.append("Connection: keep-alive")
             lines.append("\r\n")
-            conn.sock.sendall("\r\n".join(lines).encode("latin-1") + body)
-            if streamed:
-                keep = self._stream(conn, chunks, chunked=length is None and request.minor == 1,
-                                    length=None if length is None else int(length)) and keep
+            outbox = _Outbox(self, conn, keep)
+            outbox.write("\r\n".join(lines).encode("latin-1") + body)
+            if file is not None:
+                start = int(content_range.split(" ", 1)[1].split("-", 1)[0]) if content_range else 0
+                sent = outbox.send_file(file.fileno(), start, int(length or 0))
+                environ[SENT_BYTES] = sent
+            elif not no_body and not isinstance(chunks, list):
+                chunked = length is None and request.minor == 1
+                whole = self._stream(outbox, chunks, chunked=chunked,
+                                     length=None if length is None else int(length))
+                outbox.keep = outbox.keep and whole
+            return outbox.finish()
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-        return keep
 
-    def _stream(self, conn: _Connection, chunks: Iterable[bytes], *, chunked: bool,
+    def _stream(self, outbox: _Outbox, chunks: Iterable[bytes], *, chunked: bool,
                 length: int | None) -> bool:
         """Send a body the app produces piece by piece; False if the connection must close
         (the app sent more or less than its Content-Length)."""
         sent = 0
-        pending: list[bytes] = []
-        size = 0
         for chunk in chunks:
             if not chunk:
                 continue
@@ -522,16 +653,9 @@ class _Worker:
                 if not chunk:
                     return False
             sent += len(chunk)
-            pending.append(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-            size += len(chunk)
-            if size >= 65536:
-                conn.wait(conn.deadline, "the client's reading")  # a slow reader: 408, closed
-                conn.sock.sendall(b"".join(pending))
-                pending, size = [], 0
+            outbox.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
         if chunked:
-            pending.append(b"0\r\n\r\n")
-        if pending:
-            conn.sock.sendall(b"".join(pending))
+            outbox.write(b"0\r\n\r\n")
         return length is None or sent == length
 
     # -- the rest of HTTP/1.1, by h11
@@ -807,6 +931,14 @@ class _Child:
     started: float
 
 
+@dataclass
+class _Outgoing:
+    """The rest of an answer a worker handed over, sent here as the client takes it."""
+    parts: list[list[int]]  # [fd, offset, end], in order: the memfd, then a file's part
+    keep: bool  # the connection stays open after it
+    progress: float  # when the client last took bytes (time.monotonic())
+
+
 class Supervisor:
     """Forks and watches the workers; holds a duplicate of every connection (see the module
     docstring)."""
@@ -834,6 +966,7 @@ class Supervisor:
         self.by_fd: dict[int, int] = {}  # a connection's duplicate: fd -> id
         self.partial: set[int] = set()  # held connections with part of a request
         self.ready: dict[int, float] = {}  # held whole requests waiting for a free worker
+        self.outgoing: dict[int, _Outgoing] = {}  # answers being sent from here, by connection
         self.holding_listener = False
         self.serial = 0
         self.peek_buffer = bytearray(PEEK_BYTES)
@@ -877,6 +1010,8 @@ class Supervisor:
                 self._messages(by_fd[fd])
             elif fd == self.listener.fileno():
                 self._accept()
+            elif self.by_fd.get(fd) in self.outgoing:
+                self._writable(self.by_fd[fd])
             else:
                 self._readable(fd)
         self._reap()
@@ -934,14 +1069,17 @@ class Supervisor:
     def _messages(self, child: _Child) -> None:
         while True:
             try:
-                message, fds, _, _ = socket.recv_fds(child.control, 1 + _ID.size, 1)
+                message, fds, _, _ = socket.recv_fds(child.control, _SPILL.size, 2)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
             if not message:
                 return
-            kind, ident = message[:1], _ID.unpack(message[1:])[0]
+            kind, ident = message[:1], _ID.unpack(message[1:1 + _ID.size])[0]
+            if kind == b"S" and ident in self.connections and fds:
+                self._send_rest(ident, message, fds)
+                continue
             if kind == b"N" and fds:
                 self.connections[ident] = socket.socket(fileno=fds[0])
                 self.by_fd[fds[0]] = ident
@@ -954,6 +1092,53 @@ class Supervisor:
                                     select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
             for fd in fds[1:] if kind == b"N" else fds:
                 os.close(fd)
+
+    # -- answers handed over by workers
+
+    def _send_rest(self, ident: int, message: bytes, fds: list[int]) -> None:
+        _, _, keep, offset, length = _SPILL.unpack(message)
+        parts = [[fds[0], 0, os.fstat(fds[0]).st_size]]
+        if len(fds) > 1:
+            parts.append([fds[1], offset, offset + length])
+        self.outgoing[ident] = _Outgoing(parts, keep, time.monotonic())
+        sock = self.connections[ident]
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            self.epoll.unregister(sock.fileno())
+        self.epoll.register(sock.fileno(), select.EPOLLOUT)
+        self._writable(ident)
+
+    def _writable(self, ident: int) -> None:
+        """Send what the client takes now; once all is sent, hold the connection as idle
+        (keep-alive) or close it."""
+        out = self.outgoing[ident]
+        sock = self.connections[ident]
+        try:
+            while out.parts:
+                fd, offset, end = out.parts[0]
+                while offset < end:
+                    sent = os.sendfile(sock.fileno(), fd, offset, min(end - offset, _BLOCK))
+                    if sent == 0:  # the file was shorter than its worker said
+                        raise OSError(errno.EIO, "the answer's file ended early")
+                    offset += sent
+                    out.parts[0][1] = offset
+                    out.progress = time.monotonic()
+                os.close(out.parts.pop(0)[0])
+        except (BlockingIOError, InterruptedError):
+            return  # EPOLLOUT says when it takes more
+        except OSError as exc:
+            log.info("an answer could not be sent whole: %s", exc)
+            self._forget(ident)
+            return
+        del self.outgoing[ident]
+        if not out.keep or self.stopping:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            self._forget(ident)
+            return
+        self.idle[ident] = time.monotonic()  # the next request is waited for here
+        self.epoll.modify(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+        self._readable(sock.fileno())  # it may have come already
 
     def _readable(self, fd: int) -> None:
         """Bytes arrived on a connection held here: once a whole request is there, hand it to
@@ -1058,6 +1243,9 @@ class Supervisor:
         self._forget(ident)
 
     def _forget(self, ident: int) -> None:
+        out = self.outgoing.pop(ident, None)
+        for fd, _, _ in out.parts if out is not None else []:
+            os.close(fd)
         sock = self.connections.pop(ident, None)
         self.idle.pop(ident, None)
         self.partial.discard(ident)
@@ -1072,6 +1260,9 @@ class Supervisor:
         """Close idle connections after :data:`KEEP_ALIVE`; answer 408 to a request still
         incomplete after :data:`READ_TIMEOUT` (a slow or stalled client)."""
         now = time.monotonic()
+        for ident, out in list(self.outgoing.items()):
+            if now - out.progress > SEND_TIMEOUT:  # the client stopped reading
+                self._forget(ident)
         for ident, since in list(self.idle.items()):
             partial = ident in self.partial
             if now - since <= (READ_TIMEOUT if partial else KEEP_ALIVE):
@@ -1128,7 +1319,7 @@ class Supervisor:
             log.error("query process %s died while answering a request (exit code %s)",
                       child.pid, code)
             self._answer(ident, exc)
-        if ident:
+        if ident and ident not in self.outgoing and ident not in self.idle:
             self._forget(ident)
         if self.stopping:
             return
@@ -1155,6 +1346,9 @@ class Supervisor:
 
     def _shut_down(self) -> None:
         log.info("stopping: letting requests in flight finish")
+        if self.holding_listener:  # (the workers' copies would keep its epoll entry alive)
+            self.epoll.unregister(self.listener.fileno())
+            self.holding_listener = False
         self.listener.close()
         for ident in list(self.idle):
             self._forget(ident)
@@ -1162,13 +1356,29 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.max_timeout + 5
-        while self.children and time.monotonic() < deadline:
+        while (self.children or self.outgoing) and time.monotonic() < deadline:
+            # Workers finish their requests (handing over large answers); answers being
+            # sent from here go on.
+            by_fd = {c.control.fileno(): c for c in self.children.values()}
+            with contextlib.suppress(InterruptedError):
+                for fd, _ in self.epoll.poll(0.05):
+                    if fd == self.wake_r:
+                        with contextlib.suppress(OSError):
+                            os.read(fd, 4096)
+                    elif fd in by_fd:
+                        self._messages(by_fd[fd])
+                    elif self.by_fd.get(fd) in self.outgoing:
+                        self._writable(self.by_fd[fd])
             for pid in list(self.children):
                 with contextlib.suppress(ChildProcessError):
                     done, _ = os.waitpid(pid, os.WNOHANG)
                     if done:
-                        self.children.pop(pid).control.close()
-            time.sleep(0.05)
+                        child = self.children.pop(pid)
+                        self._messages(child)
+                        with contextlib.suppress(OSError, ValueError):
+                            self.epoll.unregister(child.control.fileno())
+                        child.control.close()
+            self._expire_idle()
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -57,6 +57,7 @@ from ..remote import RemoteBackend
 from ..store import Backend, open_store, store_generation
 from ..vocab import BASE, ONTOLOGY_GRAPH, OWL, PREFIXES, SCHEME, VOCAB_GRAPH
 from ..void import DATASET, DOWNLOADS, META_GRAPH, Download, find_download
+from . import FILE_BODY
 from .negotiation import (
     JSONLD,
     NQUADS,
@@ -642,6 +643,11 @@ class _FileBody:
         if self._fd is not None:
             os.lseek(self._fd, offset, os.SEEK_SET)
 
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError("the file is closed")
+        return self._fd
+
     def tell(self) -> int:
         return os.lseek(self._fd, 0, os.SEEK_CUR) if self._fd is not None else 0
 
@@ -685,6 +691,7 @@ def download(filename: str) -> BaseResponse:
         names = ", ".join(d.filename for d in DOWNLOADS)
         raise NotFoundError(f"there is no download called {filename!r}; there are: {names}")
     made, body = _open_download(found)
+    request.environ[FILE_BODY] = body  # the prefork server sends it straight from the file
     content_type = "application/gzip" if found.gzip else get_format(found.format).media_type
     if content_type.startswith("text/"):
         content_type += "; charset=utf-8"
