@@ -19,7 +19,7 @@ from sasci_kg.downloads import (
     store_maker,
     store_token,
 )
-from sasci_kg.errors import StoreError
+from sasci_kg.errors import DownloadBusyError, StoreError
 from sasci_kg.export import gzip_bytes
 from sasci_kg.store import LoadInput, load_store, open_store
 from sasci_kg.vocab import BASE
@@ -58,6 +58,29 @@ class Counting:
         with self.lock:
             self.calls += 1
         out.write_bytes(self.data)
+
+
+def test_a_request_that_must_not_wait_is_told_to_come_back(tmp_path: Path) -> None:
+    """The prefork server's way: while another request makes a download, the next one is
+    told when to ask again (503 + Retry-After), instead of holding a process in the wait.
+    Once it is made, it is simply there."""
+    cache = DownloadCache(tmp_path / "cache")
+    making, release = threading.Event(), threading.Event()
+
+    def slow(download: Download, out: Path) -> None:
+        making.set()
+        release.wait(10)
+        out.write_bytes(b"<a> <b> <c> .\n")
+
+    maker = threading.Thread(target=lambda: cache.get("g1", TTL, slow))
+    maker.start()
+    assert making.wait(10)
+    with pytest.raises(DownloadBusyError) as busy:
+        cache.get("g1", TTL_GZ, Counting(), wait=False)
+    assert "sasci-kg.ttl.gz is being made" in str(busy.value) and busy.value.retry_after > 0
+    release.set()
+    maker.join()
+    assert cache.get("g1", TTL, Counting(), wait=False).size == 14
 
 
 def test_a_download_is_made_once_and_published_with_its_sha256(tmp_path: Path) -> None:
@@ -169,3 +192,22 @@ def test_the_server_remakes_downloads_after_a_load(client: object, store: Path) 
     assert again.status_code == 200 and b"bob" in again.data and b"alice" not in again.data
     assert again.headers["ETag"] != first.headers["ETag"]
     assert not old.exists() and len([p for p in folder.iterdir() if p.is_dir()]) == 1
+
+
+def test_under_prefork_a_download_being_made_is_503_with_retry_after(store: Path) -> None:
+    import fcntl
+    import os
+
+    folder = store.parent / ".store.downloads"
+    folder.mkdir(exist_ok=True)
+    with app_for(store, query_workers=1, server="prefork") as application:
+        client = application.test_client()
+        fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another process is making a download
+            busy = client.get("/download/sasci-kg.nt", buffered=True)
+        finally:
+            os.close(fd)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "10"
+        assert busy.json is not None and busy.json["type"].endswith("/download-being-made")
+        assert client.get("/download/sasci-kg.nt", buffered=True).status_code == 200

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pyoxigraph as ox
 
-from .errors import StoreError
+from .errors import DownloadBusyError, StoreError
 from .export import get_format, gzip_bytes
 from .facts import paused_gc
 from .void import Download, download_bytes
@@ -124,19 +124,21 @@ class DownloadCache:
                 return CachedDownload(download, folder / name, match["sha256"], size)
         return None
 
-    def get(self, generation: str, download: Download, make: Maker) -> CachedDownload:
+    def get(self, generation: str, download: Download, make: Maker, *,
+            wait: bool = True) -> CachedDownload:
         """The download, made now (with ``make`` for its plain bytes) if it was not yet.
 
         ``generation`` names the store's data (no ``/``); ``make`` may raise
         :class:`GenerationChangedError` when that generation is gone. A failure to write
-        (a full disk) is a :class:`StoreError` and leaves no file behind.
+        (a full disk) is a :class:`StoreError` and leaves no file behind. Unless ``wait``,
+        a download another maker is busy with raises :class:`DownloadBusyError`.
         """
         if not generation or "/" in generation or generation.startswith("."):
             raise ValueError(f"not a generation name: {generation!r}")
         found = self.find(generation, download)
         if found is not None:
             return found
-        with self._locked():
+        with self._locked(download.filename, wait=wait):
             made = self._make(generation, download, make)
             self._clean(keep=generation)
             return made
@@ -169,12 +171,15 @@ class DownloadCache:
         return CachedDownload(download, path, digest, path.stat().st_size)
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, filename: str, *, wait: bool) -> Iterator[None]:
         """One maker at a time across threads and processes (flock on a file per open)."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise DownloadBusyError(filename) from None
             yield
         finally:
             os.close(fd)  # releases the lock

@@ -66,6 +66,16 @@ class StoreLockedError(StoreError):
     """Another process holds the store's write lock."""
 
 
+class DownloadBusyError(SasciKgError):
+    """A download is being made by another request, and this one does not wait for it (the
+    prefork server: a waiting request would hold one of its few processes)."""
+
+    def __init__(self, filename: str, retry_after: int = 10):
+        super().__init__(f"{filename} is being made for another request; ask again in "
+                         f"{retry_after} s")
+        self.retry_after = retry_after
+
+
 class RemoteError(StoreError):
     """A remote SPARQL engine failed: the web layer answers 502 (504 for timeouts)."""
 

@@ -19,6 +19,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import (
+    DownloadBusyError,
     NotFoundError,
     QueryError,
     QueryRefusedError,
@@ -132,6 +133,7 @@ _MAP: list[tuple[type[BaseException], int, str, str]] = [
     (QueryTooComplexError, 400, "query-too-complex", "Query too complex to parse"),
     (WorkerCrashedError, 500, "worker-crashed", "Query worker crashed"),
     (StoreLockedError, 503, "store-busy", "The store is being written"),
+    (DownloadBusyError, 503, "download-being-made", "The download is being made"),
     (RemoteTimeoutError, 504, "remote-timeout", "The SPARQL engine did not answer in time"),
     (RemoteError, 502, "remote-error", "The SPARQL engine failed"),
     (StoreUnavailableError, 503, "store-unavailable", "Store unavailable"),
@@ -188,7 +190,7 @@ def problem_for(exc: SasciKgError) -> Response:
         extra.update(limit_seconds=exc.limit)
     if isinstance(exc, ResultTooLargeError):
         extra.update(cap=exc.cap, limit=exc.limit)
-    if isinstance(exc, ExecutorBusyError):
+    if isinstance(exc, (ExecutorBusyError, DownloadBusyError)):
         headers["Retry-After"] = str(exc.retry_after)
         extra.update(retry_after=exc.retry_after)
     if isinstance(exc, (StoreLockedError, StoreUnavailableError)):
@@ -203,7 +205,8 @@ def problem_for(exc: SasciKgError) -> Response:
             challenge += ', error="invalid_token"'
         headers["WWW-Authenticate"] = challenge
     if status >= 500 and not isinstance(
-        exc, (ExecutorBusyError, StoreLockedError, StoreUnavailableError, ResultTooLargeError)
+        exc, (ExecutorBusyError, StoreLockedError, StoreUnavailableError, ResultTooLargeError,
+              DownloadBusyError)
     ):
         log.error("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
     detail = remote_detail(exc) if isinstance(exc, RemoteError) else str(exc)

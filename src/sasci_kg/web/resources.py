@@ -668,7 +668,10 @@ def _open_download(download: Download) -> tuple[CachedDownload, _FileBody]:
         if generation is None:
             break
         try:
-            made = cache.get(generation, download, make)
+            # The prefork server does not wait for another request's making: one of its
+            # few processes would stand idle behind the lock.
+            wait = current_app.config["SASCI_KG"].server != "prefork"
+            made = cache.get(generation, download, make, wait=wait)
             return made, _FileBody(made.path)
         except (GenerationChangedError, FileNotFoundError):
             continue  # a load swapped the store in; its files replaced ours
