@@ -401,3 +401,36 @@ def test_a_download_is_sent_from_its_file_to_a_slow_reader(big_server: LiveServe
             sock.close()
     time.sleep(0.5)  # log lines are written in batches
     assert re.search(rf"GET /download/sasci-kg\.nt 200 \S+ {len(whole.content)}B", big_server.log())
+
+
+def test_refusals_never_hold_up_the_supervisor(server: LiveServer) -> None:
+    """While the only worker is busy, requests past the queue get 503 at once, even from
+    clients that neither read nor close: the supervisor sends each refusal without waiting
+    (it used to wait 50 ms on each client to close)."""
+    (worker,) = server.workers()
+    thread = threading.Thread(target=lambda: requests.get(
+        server.sparql, params={"query": ENDLESS, "timeout": "2"}, timeout=30))
+    before = cpu_ticks([worker])
+    thread.start()
+    deadline = time.monotonic() + 5
+    while cpu_ticks([worker]) < before + 10:  # the worker is in the query
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    port = int(server.url.rsplit(":", 1)[1])
+    request = b"GET /sparql?query=ASK%7B%7D HTTP/1.1\r\nHost: a\r\n\r\n"
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+    try:
+        started = time.monotonic()
+        for sock in clients:
+            sock.sendall(request)
+        refused = 0
+        for sock in clients[-24:]:  # well past the queue of 8: every one is refused
+            head = sock.recv(65536)
+            assert statuses(head) == [503] and b"Retry-After: " in head
+            refused += 1
+        assert refused == 24 and time.monotonic() - started < 1.0
+    finally:
+        for sock in clients:
+            sock.close()
+        thread.join(timeout=30)
+    assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok

@@ -80,6 +80,9 @@ READ_TIMEOUT = 15.0
 SEND_TIMEOUT = 60.0
 # Idle keep-alive connections are closed after this time.
 KEEP_ALIVE = 30.0
+# A refusal the supervisor sends (503, 408, an answer for a dead worker) is given this long
+# to be read before the connection closes; the supervisor never waits on it.
+LINGER = 2.0
 # A worker keeps an idle connection this long (unless others wait), then returns it.
 STICKY = 1.0
 # Request line and headers, at most (as under granian).
@@ -932,6 +935,16 @@ class _Child:
 
 
 @dataclass
+class _Lingering:
+    """A short answer the supervisor sends before closing: the rest to send, and when to give
+    up. What the client still sends meanwhile is read and dropped (closing with unread bytes
+    would reset the connection before the client reads the answer)."""
+    rest: memoryview
+    until: float
+    written: bool = False  # all sent, and our side shut for writing
+
+
+@dataclass
 class _Outgoing:
     """The rest of an answer a worker handed over, sent here as the client takes it."""
     parts: list[list[int]]  # [fd, offset, end], in order: the memfd, then a file's part
@@ -967,6 +980,7 @@ class Supervisor:
         self.partial: set[int] = set()  # held connections with part of a request
         self.ready: dict[int, float] = {}  # held whole requests waiting for a free worker
         self.outgoing: dict[int, _Outgoing] = {}  # answers being sent from here, by connection
+        self.lingering: dict[int, _Lingering] = {}  # refusals being sent, then closed
         self.holding_listener = False
         self.serial = 0
         self.peek_buffer = bytearray(PEEK_BYTES)
@@ -1012,6 +1026,8 @@ class Supervisor:
                 self._accept()
             elif self.by_fd.get(fd) in self.outgoing:
                 self._writable(self.by_fd[fd])
+            elif self.by_fd.get(fd) in self.lingering:
+                self._linger(self.by_fd[fd])
             else:
                 self._readable(fd)
         self._reap()
@@ -1228,21 +1244,54 @@ class Supervisor:
 
     def _shed(self, ident: int) -> None:
         """Answer a queued request 503 (Retry-After), having read it."""
-        self.ready.pop(ident, None)
-        sock = self.connections[ident]
         retry_after = max(1, math.ceil(self.config.queue_timeout))
         log.warning("every query process is busy: a request got 503")
+        line, headers, body = _render(self.app, ExecutorBusyError(retry_after),
+                                      _bare_environ(self.config.port))
+        self._refuse_held(ident, _raw_response(line, headers, body))
+
+    def _refuse_held(self, ident: int, response: bytes) -> None:
+        """Answer a connection held here with ``response`` and close it (:class:`_Lingering`);
+        the loop goes on meanwhile."""
+        self.idle.pop(ident, None)
+        self.partial.discard(ident)
+        self.ready.pop(ident, None)
+        sock = self.connections[ident]
+        sock.setblocking(False)
+        self.lingering[ident] = _Lingering(memoryview(response), time.monotonic() + LINGER)
         with contextlib.suppress(OSError):
-            sock.setblocking(True)
-            sock.settimeout(1.0)
-            sock.recv(PEEK_BYTES)
-            line, headers, body = _render(self.app, ExecutorBusyError(retry_after),
-                                          _bare_environ(self.config.port))
-            sock.sendall(_raw_response(line, headers, body))
-            _drain(sock, seconds=0.05)
-        self._forget(ident)
+            self.epoll.unregister(sock.fileno())
+        self.epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP)
+        self._linger(ident)
+
+    def _linger(self, ident: int) -> None:
+        item, sock = self.lingering[ident], self.connections[ident]
+        try:
+            while True:  # the request (or the rest of it): read and dropped
+                if not sock.recv(65536):
+                    if item.written:  # the client has read the answer and closed
+                        self._forget(ident)
+                        return
+                    break
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._forget(ident)
+            return
+        try:
+            while item.rest:
+                item.rest = item.rest[sock.send(item.rest):]
+            if not item.written:
+                item.written = True
+                sock.shutdown(socket.SHUT_WR)
+                self.epoll.modify(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._forget(ident)
 
     def _forget(self, ident: int) -> None:
+        self.lingering.pop(ident, None)
         out = self.outgoing.pop(ident, None)
         for fd, _, _ in out.parts if out is not None else []:
             os.close(fd)
@@ -1263,17 +1312,19 @@ class Supervisor:
         for ident, out in list(self.outgoing.items()):
             if now - out.progress > SEND_TIMEOUT:  # the client stopped reading
                 self._forget(ident)
+        for ident, item in list(self.lingering.items()):
+            if now > item.until:
+                self._forget(ident)
         for ident, since in list(self.idle.items()):
             partial = ident in self.partial
             if now - since <= (READ_TIMEOUT if partial else KEEP_ALIVE):
                 continue
-            sock = self.connections.get(ident)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    if partial:
-                        sock.settimeout(1.0)
-                        sock.sendall(refusal(self.app, 408, "the request did not arrive in time"))
-                    sock.shutdown(socket.SHUT_RDWR)
+            if partial:
+                late = refusal(self.app, 408, "the request did not arrive in time")
+                self._refuse_held(ident, late)
+                continue
+            with contextlib.suppress(OSError):
+                self.connections[ident].shutdown(socket.SHUT_RDWR)
             self._forget(ident)
 
     def _enforce_deadlines(self) -> None:
@@ -1318,8 +1369,9 @@ class Supervisor:
                 exc = WorkerCrashedError("run", code)
             log.error("query process %s died while answering a request (exit code %s)",
                       child.pid, code)
-            self._answer(ident, exc)
-        if ident and ident not in self.outgoing and ident not in self.idle:
+            status_line, headers, body = _render(self.app, exc, _bare_environ(self.config.port))
+            self._refuse_held(ident, _raw_response(status_line, headers, body))
+        elif ident and ident not in self.outgoing and ident not in self.idle:
             self._forget(ident)
         if self.stopping:
             return
@@ -1332,17 +1384,6 @@ class Supervisor:
                 self.failed = True
                 return
         self._spawn(child.index)
-
-    def _answer(self, ident: int, exc: Exception) -> None:
-        sock = self.connections[ident]
-        try:
-            status, headers, body = _render(self.app, exc, _bare_environ(self.config.port))
-            sock.setblocking(True)
-            sock.settimeout(2.0)
-            sock.sendall(_raw_response(status, headers, body))
-            sock.shutdown(socket.SHUT_RDWR)
-        except Exception as error:  # noqa: BLE001 - the client may be gone
-            log.info("could not answer for a dead worker: %s", error)
 
     def _shut_down(self) -> None:
         log.info("stopping: letting requests in flight finish")
