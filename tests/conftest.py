@@ -1,6 +1,7 @@
 """Shared fixtures: a small two-graph store (via ``load_store``), the app and its test client,
-and ``live_server``: the real production server (granian via ``run_server``) in a subprocess
-on a free loopback port, stopped at the end with a check that it left no process behind."""
+and ``live_server``: the real production server (``run_server``: the default, prefork, or the
+one ``SASCI_KG_TEST_SERVER`` names) in a subprocess on a free loopback port, stopped at the
+end with a check that it left no process behind."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Fuzzing every HTTP route: random methods, paths, parameters, headers, bodies and encodings.
 
 In process (the Flask app over the real dataset, its queries in real worker processes) for
-volume, and through the production server (granian) with raw bytes on a socket for what
-only a real server sees: broken request lines, bad header syntax, lying Content-Lengths,
-chunked bodies, non-UTF-8 targets. The properties:
+volume, and through the production server (prefork, or ``SASCI_KG_TEST_SERVER``) with raw
+bytes on a socket for what only a real server sees: broken request lines, bad header syntax,
+lying Content-Lengths, chunked bodies, non-UTF-8 targets. The properties:
 
 - never a 500 (nor a 502): only the intended limits may answer 5xx — 503 busy, 504 time
   limit, 507 result cap;

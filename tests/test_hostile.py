@@ -3,8 +3,8 @@ SSRF through SERVICE and LOAD, writes without the token, CORS preflights for wri
 bodies and queries, queries built to crash or exhaust the engine, path traversal, and header
 injection through ``format`` and download names.
 
-Most run through the production server (granian, real worker processes) with raw bytes where
-a client library would tidy the request up; a loopback listener proves that no refused
+Most run through the production server (prefork by default, real worker processes) with raw
+bytes where a client library would tidy the request up; a loopback listener proves that no refused
 SERVICE or LOAD ever connects. Nothing here sends traffic beyond 127.0.0.1: private, metadata
 and rebinding hosts are numeric addresses or answers of a stand-in resolver, refused before any
 connection is tried.

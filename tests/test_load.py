@@ -1,4 +1,4 @@
-"""Load: the production server (granian, real worker processes, the real dataset) under a
+"""Load: the production server (prefork by default, real worker processes, the real dataset) under a
 real HTTP load generator (Debian's ``wrk``; a threads client where wrk is missing).
 
 Two mixes run at the same time for a fixed time: many connections of fast lookups (ASK, small

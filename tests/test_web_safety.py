@@ -1,6 +1,6 @@
 """Safety: read-only by default, token-guarded writes, SERVICE/LOAD refused, size, nesting,
 row/byte caps, time limits that free the CPU, the concurrency cap, store swaps under load, and
-a clean shutdown — the last ones against the real server (granian via run_server)."""
+a clean shutdown — the last ones against the real server (via run_server)."""
 
 from __future__ import annotations
 
@@ -393,7 +393,7 @@ def test_swapped_store_is_served_without_restart(fresh_store: Path, tmp_path: Pa
         assert server.log().count("Spawning worker") <= 1
 
 
-@pytest.mark.parametrize("http_server", ["granian", "gunicorn"])
+@pytest.mark.parametrize("http_server", ["prefork", "granian", "gunicorn"])
 def test_stopping_the_server_leaves_no_process(store_path: Path, tmp_path: Path,
                                                http_server: str) -> None:
     with run_live_server(store_path, tmp_path, server=http_server) as server:

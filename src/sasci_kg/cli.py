@@ -662,9 +662,9 @@ def _build_and_load_if_missing(store: Path, data_dir: Path, ontology_dir: Path,
 @click.option("--http-workers", type=int, default=None,
               help="HTTP worker processes [default: 1].")
 @click.option("--threads", "http_threads", type=int, default=None,
-              help="Request threads per HTTP worker [default: 48].")
-@click.option("--server", type=click.Choice(["granian", "prefork", "gunicorn"]), default=None,
-              help="HTTP server [default: granian].")
+              help="Request threads per HTTP worker, granian and gunicorn [default: 48].")
+@click.option("--server", type=click.Choice(["prefork", "granian", "gunicorn"]), default=None,
+              help="HTTP server [default: prefork on Linux, else granian].")
 @click.option("--result-cache-mb", type=int, default=None,
               help="Query answers kept per store generation, MiB; 0: none [default: 64].")
 @click.option("--trusted-proxies", type=int, default=None,

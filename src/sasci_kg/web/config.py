@@ -10,6 +10,7 @@ they are checked once, into :attr:`ServerConfig.backend_settings`.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -29,6 +30,11 @@ class ConfigError(SasciKgError):
     """A setting with a value that cannot be used; the message names it and the fix."""
 
 
+def _default_server() -> str:
+    # The prefork server is built on Linux's own calls (epoll, memfd, SCM_RIGHTS, prctl).
+    return "prefork" if sys.platform.startswith("linux") else "granian"
+
+
 def _default_query_workers() -> int:
     return max(2, min(8, os.cpu_count() or 2))
 
@@ -46,9 +52,11 @@ class ServerConfig:
     store: Path = _setting(default_store_path, help="the Oxigraph store directory to serve")
     host: str = _setting("127.0.0.1", help="address to listen on (loopback by default)")
     port: int = _setting(7878, help="TCP port to listen on")
-    server: str = _setting("granian", help="HTTP server: granian (default), prefork or gunicorn")
-    http_workers: int = _setting(1, help="HTTP worker processes (each has its own pool)")
-    http_threads: int = _setting(48, help="request threads per HTTP worker")
+    server: str = _setting(_default_server, help="HTTP server: prefork (the default on Linux), "
+                                                 "granian or gunicorn")
+    http_workers: int = _setting(1, help="HTTP worker processes (each has its own pool); "
+                                         "prefork: processes = query_workers × http_workers")
+    http_threads: int = _setting(48, help="request threads per HTTP worker (granian, gunicorn)")
     query_workers: int = _setting(
         _default_query_workers, help="query processes per HTTP worker = queries run at once"
     )
@@ -147,7 +155,9 @@ def _validate(config: ServerConfig) -> None:
             "raise max_timeout or lower timeout"
         )
     if config.server not in ("granian", "prefork", "gunicorn"):
-        raise ConfigError(f"server must be granian, prefork or gunicorn, not {config.server!r}")
+        raise ConfigError(f"server must be prefork, granian or gunicorn, not {config.server!r}")
+    if config.server == "prefork" and not sys.platform.startswith("linux"):
+        raise ConfigError("the prefork server runs on Linux only; use server = \"granian\"")
     if config.port > 65535:
         raise ConfigError(f"port {config.port} is not a TCP port (1-65535)")
     if config.updates and not config.update_token:

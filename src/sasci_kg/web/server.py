@@ -1,8 +1,11 @@
-"""The production server: :func:`run_server` runs the app under granian (default) or gunicorn,
-started programmatically. The CLI's ``serve`` command builds a :class:`ServerConfig` and calls it.
+"""The production server: :func:`run_server` runs the app under the prefork server (the
+default on Linux: ``web/prefork.py``, where each HTTP process runs its own queries), granian
+or gunicorn, started programmatically. The CLI's ``serve`` command builds a
+:class:`ServerConfig` and calls it.
 
-granian (Rust: hyper and tokio) reads and writes HTTP outside Python and hands each request
-to a pool of Python threads; gunicorn's gthread workers do all of it in Python. On the 2-core
+Under granian and gunicorn the queries run in the executor's pool of processes. granian
+(Rust: hyper and tokio) reads and writes HTTP outside Python and hands each request to a pool
+of Python threads; gunicorn's gthread workers do all of it in Python. On the 2-core
 benchmark machine a bare WSGI answer took 227 µs through granian and 462 µs through gunicorn,
 and four clients got 12,300 against 2,850 answers a second (benchmarks/README.md): for a
 light query that is most of the endpoint's time. gunicorn stays available
