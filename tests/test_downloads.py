@@ -77,7 +77,7 @@ def test_a_request_that_must_not_wait_is_told_to_come_back(tmp_path: Path) -> No
     assert making.wait(10)
     with pytest.raises(DownloadBusyError) as busy:
         cache.get("g1", TTL_GZ, Counting(), wait=False)
-    assert "sasci-kg.ttl.gz is being made" in str(busy.value) and busy.value.retry_after > 0
+    assert "sasci-kg.ttl.gz is not made yet" in str(busy.value) and busy.value.retry_after > 0
     release.set()
     maker.join()
     assert cache.get("g1", TTL, Counting(), wait=False).size == 14
@@ -194,20 +194,28 @@ def test_the_server_remakes_downloads_after_a_load(client: object, store: Path) 
     assert not old.exists() and len([p for p in folder.iterdir() if p.is_dir()]) == 1
 
 
-def test_under_prefork_a_download_being_made_is_503_with_retry_after(store: Path) -> None:
+def test_a_one_thread_server_is_told_503_while_another_download_is_made(store: Path) -> None:
+    """The prefork server's processes have one thread (``wsgi.multithread`` false): a
+    request there does not wait its turn; one served by threads does."""
     import fcntl
     import os
 
     folder = store.parent / ".store.downloads"
     folder.mkdir(exist_ok=True)
-    with app_for(store, query_workers=1, server="prefork") as application:
+    with app_for(store, query_workers=1) as application:
         client = application.test_client()
         fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # another process is making a download
-            busy = client.get("/download/sasci-kg.nt", buffered=True)
+            busy = client.get("/download/sasci-kg.nt", buffered=True,
+                              environ_overrides={"wsgi.multithread": False})
+            unlock = threading.Timer(0.5, lambda: fcntl.flock(fd, fcntl.LOCK_UN))
+            unlock.start()
+            waited = client.get("/download/sasci-kg.nt", buffered=True,
+                                environ_overrides={"wsgi.multithread": True})
+            unlock.join()
         finally:
             os.close(fd)
         assert busy.status_code == 503 and busy.headers["Retry-After"] == "10"
         assert busy.json is not None and busy.json["type"].endswith("/download-being-made")
-        assert client.get("/download/sasci-kg.nt", buffered=True).status_code == 200
+        assert waited.status_code == 200

@@ -8,12 +8,15 @@ otherwise); these tests always start a prefork server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import signal
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import requests
 from conftest import LiveServer, alive, cpu_ticks, make_store, run_live_server
 from reliability_support import problem_shape
 
-from sasci_kg.web.prefork import PEEK_BYTES, _complete, _parse_plain
+from sasci_kg.web.prefork import PEEK_BYTES, _complete, _parse_plain, _Slots
 
 # Runs for ever on the test store (as in test_web_safety).
 ENDLESS = "SELECT (COUNT(*) AS ?n) WHERE { " + " ".join(
@@ -352,6 +355,29 @@ def test_a_slow_reader_of_a_large_answer_holds_no_worker(big_server: LiveServer)
             sock.close()
 
 
+def test_an_answer_to_a_request_h11_read_is_handed_over_too(big_server: LiveServer) -> None:
+    """A chunked request body is read by h11; its answer goes the same way."""
+    body = EVERYTHING.encode()
+    request = (b"POST /sparql HTTP/1.1\r\nHost: a\r\nAccept: application/n-triples\r\n"
+               b"Content-Type: application/sparql-query\r\nTransfer-Encoding: chunked\r\n"
+               b"Connection: close\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    readers = [slow_reader(big_server, request) for _ in range(2)]
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert requests.get(big_server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+        assert time.monotonic() - started < 1.0
+        for sock in readers:
+            head, answer = split_answer(read_all(sock))
+            assert statuses(head) == [200]
+            if b"Transfer-Encoding: chunked" in head:
+                answer = unchunk(answer)
+            assert answer.count(b"\n") == THINGS
+    finally:
+        for sock in readers:
+            sock.close()
+
+
 def test_keep_alive_goes_on_after_a_handed_over_answer(big_server: LiveServer) -> None:
     request = (b"GET /sparql?query=" + requests.utils.quote(EVERYTHING).encode()
                + b" HTTP/1.1\r\nHost: a\r\nAccept: application/n-triples\r\n\r\n")
@@ -434,3 +460,120 @@ def test_refusals_never_hold_up_the_supervisor(server: LiveServer) -> None:
             sock.close()
         thread.join(timeout=30)
     assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+
+
+# ---------------------------------------------------------------------------------------
+# The hand-over and refusal machinery, on socket pairs (what a live server makes hard to
+# arrange: full send buffers, half-closed clients, failing bodies).
+
+
+def filled_connection() -> tuple[socket.socket, socket.socket]:
+    """A loopback (server, client) pair whose server side cannot send: the client has read
+    nothing, with a tiny receive window."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listener.getsockname())
+        server_side, _ = listener.accept()
+    server_side.setblocking(False)
+    for _ in range(3):  # the window and the send buffer fill in steps
+        for size in (65536, 4096, 64, 1):
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    server_side.send(b"x" * size)
+        time.sleep(0.1)
+    return server_side, client
+
+
+def fake_supervisor() -> Any:
+    from sasci_kg.web.prefork import Supervisor
+
+    fake = types.SimpleNamespace(idle={}, partial=set(), ready={}, connections={},
+                                 lingering={}, outgoing={}, by_fd={}, held=0,
+                                 epoll=select.epoll(), slots=_Slots(1))
+    for name in ("_refuse_held", "_linger", "_forget", "_count_held"):
+        setattr(fake, name, getattr(Supervisor, name).__get__(fake))
+    return fake
+
+
+def test_a_refusal_to_a_half_closed_client_that_does_not_read_never_spins() -> None:
+    fake = fake_supervisor()
+    server_side, client = filled_connection()
+    with client:
+        client.shutdown(socket.SHUT_WR)  # part of a request, then a half-close
+        fake.connections[1] = server_side
+        fake.by_fd[server_side.fileno()] = 1
+        fake._refuse_held(1, b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+        calls, started = 0, time.monotonic()
+        while time.monotonic() - started < 0.5 and 1 in fake.lingering:
+            for fd, _ in fake.epoll.poll(0.1):
+                calls += 1
+                fake._linger(fake.by_fd[fd])
+        assert calls < 20  # it waits for the socket, not in a loop (it was ~100,000)
+        fake._forget(1)
+
+
+def memfds() -> list[int]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:sasci-kg-answer"):
+                found.append(int(name))
+    return found
+
+
+def outbox_worker(held: int) -> tuple[Any, socket.socket]:
+    from sasci_kg.web.prefork import _Worker
+
+    slots = _Slots(1)
+    slots.set_held(held)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker = types.SimpleNamespace(stopping=False, control=ours, slots=slots)
+    worker._stream = _Worker._stream.__get__(worker)
+    return worker, theirs
+
+
+def test_an_answer_that_fails_after_its_hand_over_began_leaves_no_memfd() -> None:
+    from sasci_kg.web.prefork import _Connection, _Request, _Worker
+
+    worker, control = outbox_worker(0)
+    server_side, client = filled_connection()
+
+    def body() -> Iterator[bytes]:
+        yield b"z" * (1 << 20)
+        raise RuntimeError("the backend failed in the middle of the answer")
+
+    before = memfds()
+    with client, server_side, control, worker.control:
+        conn = _Connection(server_side, 7, ("127.0.0.1", 1), deadline=time.monotonic() + 5)
+        request = _Request("GET", b"/x", 1, [(b"host", b"a")], True, 0)
+        with pytest.raises(RuntimeError):
+            _Worker._send_plain(worker, conn, request, "200 OK", [], body(), {})
+    assert memfds() == before
+
+
+def test_past_the_budget_a_worker_sends_its_answer_itself() -> None:
+    """While the supervisor holds HANDOVER_BUDGET bytes of answers, a worker keeps its slow
+    reader (within the answer's time budget) rather than adding to them."""
+    from sasci_kg.web.prefork import _SPILL, HANDOVER_BUDGET, _Connection, _Outbox
+
+    for held, handed in ((0, True), (HANDOVER_BUDGET, False)):
+        worker, control = outbox_worker(held)
+        server_side, client = filled_connection()
+        with client, server_side, control, worker.control:
+            conn = _Connection(server_side, 7, ("127.0.0.1", 1),
+                               deadline=time.monotonic() + 0.3)
+            outbox = _Outbox(worker, conn, keep=True)
+            if handed:
+                outbox.write(b"y" * 100_000)
+                assert outbox.finish() is None
+                message, fds, _, _ = socket.recv_fds(control, _SPILL.size, 2)
+                assert message[:1] == b"S" and os.fstat(fds[0]).st_size == 100_000
+                for fd in fds:
+                    os.close(fd)
+            else:
+                with pytest.raises(TimeoutError):
+                    outbox.write(b"y" * 100_000)
+                outbox.abort()

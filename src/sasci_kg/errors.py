@@ -67,12 +67,12 @@ class StoreLockedError(StoreError):
 
 
 class DownloadBusyError(SasciKgError):
-    """A download is being made by another request, and this one does not wait for it (the
-    prefork server: a waiting request would hold one of its few processes)."""
+    """Another request is making a download, and this one does not wait its turn (a server
+    process with one thread, as the prefork server's: waiting would hold the process)."""
 
     def __init__(self, filename: str, retry_after: int = 10):
-        super().__init__(f"{filename} is being made for another request; ask again in "
-                         f"{retry_after} s")
+        super().__init__(f"{filename} is not made yet and another download is being made "
+                         f"now; ask again in {retry_after} s")
         self.retry_after = retry_after
 
 

@@ -23,7 +23,9 @@ What keeps it safe:
   The supervisor watches idle connections and hands one to a free worker when it has a request.
 - **Slow readers**: a worker sends what the socket takes at once; the rest of a larger
   answer (in a memfd, or a download's own file) goes to the supervisor, which sends it as
-  the client reads (:class:`_Outbox`), so a client reading slowly holds no worker.
+  the client reads (:class:`_Outbox`), so a client reading slowly holds no worker. (Except
+  behind a pipelined request, or past :data:`HANDOVER_BUDGET`: then the worker sends it, within
+  :data:`SEND_TIMEOUT`.) The supervisor's own refusals never make it wait (:class:`_Lingering`).
 
 Plain HTTP/1.1 requests are read here; anything unusual (chunked bodies, ``Expect:
 100-continue``, obs-fold, …) by h11. The WSGI app is the same as under granian.
@@ -105,7 +107,8 @@ class _Slots:
 
     def __init__(self, count: int):
         self.count = count
-        self.memory = mmap.mmap(-1, _SLOT.size * count)
+        # One record per worker, then the bytes of answers the supervisor holds in memfds.
+        self.memory = mmap.mmap(-1, _SLOT.size * count + _ID.size)
 
     def read(self, index: int) -> tuple[int, int, int, int, float]:
         state, query, parsed, conn, deadline = _SLOT.unpack_from(self.memory, index * _SLOT.size)
@@ -117,6 +120,12 @@ class _Slots:
         states = [_IDLE if i == asking else self.read(i)[0] for i in range(self.count)]
         return {"size": self.count, "alive": sum(s != _DEAD for s in states),
                 "idle": states.count(_IDLE), "waiting": 0}
+
+    def held(self) -> int:
+        return int(_ID.unpack_from(self.memory, _SLOT.size * self.count)[0])
+
+    def set_held(self, size: int) -> None:
+        _ID.pack_into(self.memory, _SLOT.size * self.count, size)
 
     def write(self, index: int, state: int, query: int = 0, parsed: int = 0,
               conn: int = 0, deadline: float = 0.0) -> None:
@@ -275,6 +284,11 @@ _date = _DateHeader()
 # An answer larger than the socket takes at once is handed to the supervisor to send.
 _SPILL = struct.Struct("<c8s?QQ")  # b"S", connection id, keep alive?, file offset, file bytes
 _BLOCK = 1 << 20
+# Answers the supervisor holds in memfds, at most this many bytes in all; past it a worker
+# sends its answer itself, as the client reads (a download's file costs no memory: not counted).
+HANDOVER_BUDGET = 256 * 1024 * 1024
+# The supervisor sends at most this much to one client before it looks at its other work.
+SEND_SLICE = 4 * _BLOCK
 
 
 class _Outbox:
@@ -283,19 +297,20 @@ class _Outbox:
     socket's buffer), the rest goes into a memfd (a file body: its descriptor) and both go to
     the supervisor, which sends them from its event loop: a slow client holds no worker.
 
-    A connection with a pipelined request already read (``conn.buffer``) is sent to here,
-    with the answer's time budget, as before: handing it over would lose those bytes."""
+    The worker waits and sends itself (within the answer's time budget), as before, when a
+    pipelined request is already read (``conn.buffer``: handing over would lose those bytes)
+    or when the answers the supervisor holds in memory pass :data:`HANDOVER_BUDGET`."""
 
     def __init__(self, worker: _Worker, conn: _Connection, keep: bool):
         self.worker, self.conn, self.keep = worker, conn, keep
         self.pending: list[bytes] = []
         self.size = 0
-        self.spill: int | None = None  # the memfd, once the socket has made us wait
+        self.spill = -1  # the memfd, once the socket has made us wait
         self.file: tuple[int, int, int] | None = None  # fd, offset, bytes: sent after it
         conn.sock.setblocking(False)
 
     def write(self, data: bytes) -> None:
-        if self.spill is not None:
+        if self.spill >= 0:
             _write_all(self.spill, data)
             return
         self.pending.append(data)
@@ -308,15 +323,13 @@ class _Outbox:
         self._push()
         sock = self.conn.sock
         end = offset + length
-        while self.spill is None and offset < end:
+        while self.spill < 0 and offset < end:
             try:
                 sent = os.sendfile(sock.fileno(), fd, offset, min(end - offset, _BLOCK))
             except (BlockingIOError, InterruptedError):
-                if self.conn.buffer:
-                    self._wait_writable()
-                    continue
-                self._open_spill()
-                break
+                if self._hand_over():
+                    break
+                continue
             if sent == 0:  # the file is shorter than it said: the client sees a short body
                 self.keep = False
                 return length - (end - offset)
@@ -328,7 +341,7 @@ class _Outbox:
     def finish(self) -> bool | None:
         """Whether the connection stays open; None when the supervisor sends the rest."""
         self._push()
-        if self.spill is None:
+        if self.spill < 0:
             self.conn.sock.setblocking(True)
             return self.keep
         fds = [self.spill]
@@ -340,39 +353,41 @@ class _Outbox:
             message = _SPILL.pack(b"S", _ID.pack(self.conn.ident), self.keep, offset, length)
             socket.send_fds(self.worker.control, [message], fds)
         finally:
-            os.close(self.spill)
+            self.abort()
         return None
 
+    def abort(self) -> None:
+        """Let go of the memfd (once handed over, or when the answer failed)."""
+        spill, self.spill = self.spill, -1
+        if spill >= 0:
+            os.close(spill)
+
     def _push(self) -> None:
-        if not self.pending or self.spill is not None:
-            if self.pending:
-                _write_all(self.spill or -1, b"".join(self.pending))
-                self.pending, self.size = [], 0
+        if not self.pending:
             return
         data = memoryview(b"".join(self.pending))
         self.pending, self.size = [], 0
         sock = self.conn.sock
-        while data:
+        while data and self.spill < 0:
             try:
                 data = data[sock.send(data):]
             except (BlockingIOError, InterruptedError):
-                if self.conn.buffer:
-                    self._wait_writable()
-                    continue
-                self._open_spill()
-                _write_all(self.spill or -1, data)
-                return
+                self._hand_over()
+        if data:
+            _write_all(self.spill, data)
 
-    def _open_spill(self) -> None:
-        self.spill = os.memfd_create("sasci-kg-answer", os.MFD_CLOEXEC)
-
-    def _wait_writable(self) -> None:
-        """Wait (within the answer's time budget) until the socket takes more."""
+    def _hand_over(self) -> bool:
+        """The socket would make us wait: start the memfd the supervisor will send from, or
+        (when it cannot take this answer) wait until the socket takes more."""
+        if not self.conn.buffer and self.worker.slots.held() < HANDOVER_BUDGET:
+            self.spill = os.memfd_create("sasci-kg-answer", os.MFD_CLOEXEC)
+            return True
         left = self.conn.deadline - time.monotonic()
         poller = select.poll()
         poller.register(self.conn.sock, select.POLLOUT)
         if left <= 0 or not poller.poll(left * 1000):
             raise TimeoutError("the client did not read the answer in time")
+        return False
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -563,7 +578,6 @@ class _Worker:
             request = _parse_plain(head)
             if request is None:
                 return self._answer_h11(conn, head)
-            self.slots.write(self.index, _BUSY, conn=conn.ident)
             if request.length > self.body_limit:
                 raise _Refused(413, f"the request body is larger than {self.body_limit} bytes")
             body = self._read_exactly(conn, request.length)
@@ -598,7 +612,7 @@ class _Worker:
         content_range = ""
         for name, value in headers:
             lowered = name.lower()
-            if lowered in _HOP_BY_HOP:
+            if lowered in _HOP_BY_HOP or lowered == "date":  # (ours is above)
                 continue
             if lowered == "content-length":
                 length = value
@@ -609,6 +623,7 @@ class _Worker:
         file = environ.get(FILE_BODY) if code in (200, 206) and not no_body else None
         if length is None:
             file = None  # (a download always has its length; read it as any body if not)
+        outbox: _Outbox | None = None
         try:
             if no_body or file is not None:
                 pass
@@ -639,6 +654,8 @@ class _Worker:
                 outbox.keep = outbox.keep and whole
             return outbox.finish()
         finally:
+            if outbox is not None:
+                outbox.abort()  # (after a failure: the memfd it may have started)
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
@@ -663,7 +680,7 @@ class _Worker:
 
     # -- the rest of HTTP/1.1, by h11
 
-    def _answer_h11(self, conn: _Connection, head: bytes) -> bool:
+    def _answer_h11(self, conn: _Connection, head: bytes) -> bool | None:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         http.receive_data(head + conn.buffer)
         conn.buffer = b""
@@ -686,29 +703,29 @@ class _Worker:
                                 int(event.http_version[-1:] == b"1"), list(event.headers), body)
         status_line, headers, chunks = self._run_app(conn, environ)
         code, _, reason = status_line.partition(" ")
-        headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
+        headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP | {"date"}]
         headers.append(("Date", _date.now()))
-        out = http.send(h11.Response(status_code=int(code), reason=reason.encode("latin-1"),
-                                     headers=_response_headers(headers))) or b""
+        conn.buffer = bytes(http.trailing_data[0])  # a pipelined request, already here
+        outbox = _Outbox(self, conn, keep=True)
         head_only = environ["REQUEST_METHOD"] == "HEAD"
         try:
+            outbox.write(http.send(h11.Response(
+                status_code=int(code), reason=reason.encode("latin-1"),
+                headers=_response_headers(headers))) or b"")
             for chunk in chunks:
                 if chunk and not head_only:
-                    out += http.send(h11.Data(data=chunk)) or b""
-                    if len(out) >= 65536:
-                        conn.wait(conn.deadline, "the client's reading")
-                        conn.sock.sendall(out)
-                        out = b""
+                    outbox.write(http.send(h11.Data(data=chunk)) or b"")
+            outbox.write(http.send(h11.EndOfMessage()) or b"")
+        except BaseException:
+            outbox.abort()
+            raise
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-        conn.sock.sendall(out + (http.send(h11.EndOfMessage()) or b""))
-        if http.our_state is h11.MUST_CLOSE or http.their_state is not h11.DONE:
-            return False
-        http.start_next_cycle()
-        conn.buffer = http.trailing_data[0]
-        return not self.stopping
+        outbox.keep = (http.our_state is not h11.MUST_CLOSE and http.their_state is h11.DONE
+                       and not self.stopping)
+        return outbox.finish()
 
     def _h11_event(self, conn: _Connection, http: h11.Connection) -> Any:
         while True:
@@ -942,6 +959,7 @@ class _Lingering:
     rest: memoryview
     until: float
     written: bool = False  # all sent, and our side shut for writing
+    closed: bool = False  # the client has shut its side: nothing more to read
 
 
 @dataclass
@@ -950,6 +968,7 @@ class _Outgoing:
     parts: list[list[int]]  # [fd, offset, end], in order: the memfd, then a file's part
     keep: bool  # the connection stays open after it
     progress: float  # when the client last took bytes (time.monotonic())
+    memory: int  # the memfd's bytes (counted against HANDOVER_BUDGET until it is let go)
 
 
 class Supervisor:
@@ -981,6 +1000,7 @@ class Supervisor:
         self.ready: dict[int, float] = {}  # held whole requests waiting for a free worker
         self.outgoing: dict[int, _Outgoing] = {}  # answers being sent from here, by connection
         self.lingering: dict[int, _Lingering] = {}  # refusals being sent, then closed
+        self.held = 0  # bytes of the memfds in self.outgoing
         self.holding_listener = False
         self.serial = 0
         self.peek_buffer = bytearray(PEEK_BYTES)
@@ -1093,8 +1113,14 @@ class Supervisor:
             if not message:
                 return
             kind, ident = message[:1], _ID.unpack(message[1:1 + _ID.size])[0]
-            if kind == b"S" and ident in self.connections and fds:
-                self._send_rest(ident, message, fds)
+            if kind == b"S":
+                if ident in self.connections and fds:
+                    self._send_rest(ident, message, fds)
+                else:  # (descriptors lost: at the open-files limit) the answer cannot be sent
+                    for fd in fds:
+                        os.close(fd)
+                    log.warning("a handed-over answer arrived without its file; closing")
+                    self._forget(ident)
                 continue
             if kind == b"N" and fds:
                 self.connections[ident] = socket.socket(fileno=fds[0])
@@ -1113,10 +1139,12 @@ class Supervisor:
 
     def _send_rest(self, ident: int, message: bytes, fds: list[int]) -> None:
         _, _, keep, offset, length = _SPILL.unpack(message)
-        parts = [[fds[0], 0, os.fstat(fds[0]).st_size]]
+        size = os.fstat(fds[0]).st_size
+        parts = [[fds[0], 0, size]]
         if len(fds) > 1:
             parts.append([fds[1], offset, offset + length])
-        self.outgoing[ident] = _Outgoing(parts, keep, time.monotonic())
+        self.outgoing[ident] = _Outgoing(parts, keep, time.monotonic(), size)
+        self._count_held(size)
         sock = self.connections[ident]
         sock.setblocking(False)
         with contextlib.suppress(OSError):
@@ -1129,24 +1157,30 @@ class Supervisor:
         (keep-alive) or close it."""
         out = self.outgoing[ident]
         sock = self.connections[ident]
+        budget = SEND_SLICE  # then the loop's other work (EPOLLOUT brings us back)
         try:
-            while out.parts:
+            while out.parts and budget > 0:
                 fd, offset, end = out.parts[0]
-                while offset < end:
+                while offset < end and budget > 0:
                     sent = os.sendfile(sock.fileno(), fd, offset, min(end - offset, _BLOCK))
                     if sent == 0:  # the file was shorter than its worker said
                         raise OSError(errno.EIO, "the answer's file ended early")
                     offset += sent
+                    budget -= sent
                     out.parts[0][1] = offset
                     out.progress = time.monotonic()
-                os.close(out.parts.pop(0)[0])
+                if offset >= end:
+                    os.close(out.parts.pop(0)[0])
         except (BlockingIOError, InterruptedError):
             return  # EPOLLOUT says when it takes more
         except OSError as exc:
             log.info("an answer could not be sent whole: %s", exc)
             self._forget(ident)
             return
+        if out.parts:
+            return
         del self.outgoing[ident]
+        self._count_held(-out.memory)
         if not out.keep or self.stopping:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -1267,12 +1301,15 @@ class Supervisor:
     def _linger(self, ident: int) -> None:
         item, sock = self.lingering[ident], self.connections[ident]
         try:
-            while True:  # the request (or the rest of it): read and dropped
+            for _ in range(16):  # the request (or the rest of it): read and dropped, a little
+                if item.closed:  # at a time
+                    break
                 if not sock.recv(65536):
                     if item.written:  # the client has read the answer and closed
                         self._forget(ident)
                         return
-                    break
+                    item.closed = True  # (level-triggered: never ask for EPOLLIN again)
+                    self.epoll.modify(sock.fileno(), select.EPOLLOUT)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
@@ -1284,17 +1321,26 @@ class Supervisor:
             if not item.written:
                 item.written = True
                 sock.shutdown(socket.SHUT_WR)
+                if item.closed:  # both sides done
+                    self._forget(ident)
+                    return
                 self.epoll.modify(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._forget(ident)
 
+    def _count_held(self, change: int) -> None:
+        self.held += change
+        self.slots.set_held(self.held)
+
     def _forget(self, ident: int) -> None:
         self.lingering.pop(ident, None)
         out = self.outgoing.pop(ident, None)
-        for fd, _, _ in out.parts if out is not None else []:
-            os.close(fd)
+        if out is not None:
+            for fd, _, _ in out.parts:
+                os.close(fd)
+            self._count_held(-out.memory)
         sock = self.connections.pop(ident, None)
         self.idle.pop(ident, None)
         self.partial.discard(ident)
@@ -1360,7 +1406,7 @@ class Supervisor:
     def _after_death(self, child: _Child, status: int) -> None:
         state, query, parsed, ident, deadline = self.slots.read(child.index)
         code = os.waitstatus_to_exitcode(status)
-        if state == _BUSY and ident in self.connections:
+        if state == _BUSY and ident in self.connections and ident not in self.outgoing:
             if deadline and time.monotonic() > deadline:
                 exc: Exception = QueryTimeoutError(self.config.max_timeout)
             elif query and not parsed:
@@ -1397,7 +1443,8 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.max_timeout + 5
-        while (self.children or self.outgoing) and time.monotonic() < deadline:
+        while ((self.children or self.outgoing or self.lingering)
+               and time.monotonic() < deadline):
             # Workers finish their requests (handing over large answers); answers being
             # sent from here go on.
             by_fd = {c.control.fileno(): c for c in self.children.values()}
@@ -1410,6 +1457,8 @@ class Supervisor:
                         self._messages(by_fd[fd])
                     elif self.by_fd.get(fd) in self.outgoing:
                         self._writable(self.by_fd[fd])
+                    elif self.by_fd.get(fd) in self.lingering:
+                        self._linger(self.by_fd[fd])
             for pid in list(self.children):
                 with contextlib.suppress(ChildProcessError):
                     done, _ = os.waitpid(pid, os.WNOHANG)

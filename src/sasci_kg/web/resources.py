@@ -668,9 +668,9 @@ def _open_download(download: Download) -> tuple[CachedDownload, _FileBody]:
         if generation is None:
             break
         try:
-            # The prefork server does not wait for another request's making: one of its
-            # few processes would stand idle behind the lock.
-            wait = current_app.config["SASCI_KG"].server != "prefork"
+            # A process with one thread (the prefork server's) does not wait for another
+            # request's making: it would stand idle behind the lock.
+            wait = bool(request.environ.get("wsgi.multithread", True))
             made = cache.get(generation, download, make, wait=wait)
             return made, _FileBody(made.path)
         except (GenerationChangedError, FileNotFoundError):
