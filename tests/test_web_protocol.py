@@ -667,6 +667,20 @@ def test_bad_settings_name_themselves(
         load_config(options, environ=environ)
 
 
+def test_the_server_is_prefork_on_linux_and_granian_elsewhere(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sasci_kg.web.config import ConfigError, load_config
+
+    assert load_config({}, environ={}).server == "prefork"  # (CI runs on Linux)
+    assert load_config({"server": "granian"}, environ={}).server == "granian"
+    monkeypatch.setattr("sys.platform", "darwin")
+    assert load_config({}, environ={}).server == "granian"
+    with pytest.raises(ConfigError, match="Linux only"):
+        load_config({"server": "prefork"}, environ={})
+    with pytest.raises(ConfigError, match="prefork, granian or gunicorn"):
+        load_config({"server": "uvicorn"}, environ={})
+
+
 def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
     from sasci_kg.web.config import ConfigError, load_config
 
