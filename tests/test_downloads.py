@@ -219,3 +219,20 @@ def test_a_one_thread_server_is_told_503_while_another_download_is_made(store: P
         assert busy.status_code == 503 and busy.headers["Retry-After"] == "10"
         assert busy.json is not None and busy.json["type"].endswith("/download-being-made")
         assert waited.status_code == 200
+
+
+def test_a_maker_takes_off_the_soft_memory_limit_it_inherits() -> None:
+    """The prefork server's workers run with a soft address-space limit sized for a query;
+    the download maker they start sorts the whole dataset in memory and takes it off."""
+    import subprocess
+    import sys
+
+    code = ("import resource\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (1 << 40, hard))\n"
+            "from sasci_kg.downloads import lift_memory_limit\n"
+            "lift_memory_limit()\n"
+            "print(resource.getrlimit(resource.RLIMIT_AS) == (hard, hard))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "True"

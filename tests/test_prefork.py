@@ -233,6 +233,15 @@ def test_a_worker_killed_mid_query_is_answered_for_and_replaced(server: LiveServ
     assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
 
 
+def test_a_worker_s_memory_limit_is_soft(server: LiveServer) -> None:
+    """So that the download makers a worker starts can take it off (test_downloads.py)."""
+    (worker,) = server.workers()
+    with open(f"/proc/{worker}/limits", encoding="ascii") as limits:
+        line = next(x for x in limits if x.startswith("Max address space"))
+    soft, hard = line.split()[3:5]
+    assert soft == str(4096 * 1024 * 1024) and soft != hard, line
+
+
 def test_a_query_past_its_limit_is_504_and_its_worker_replaced(server: LiveServer) -> None:
     (worker,) = server.workers()
     started = time.monotonic()

@@ -1092,8 +1092,11 @@ class Supervisor:
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: end with the supervisor
             libc.prctl(15, WORKER_NAME)  # PR_SET_NAME: what ps and top show
         if self.config.worker_memory_mb > 0:
+            # The soft limit only: a download's maker, a child of this process, takes it off
+            # (making one at 10⁷ triples needs more than a query may use; see downloads.py).
             limit = self.config.worker_memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
         worker = _Worker(index, self.app, self.wsgi, self.config, self.listener,
                          self.dispatch_in, control, self.slots)
         signal.signal(signal.SIGTERM, worker.stop)
