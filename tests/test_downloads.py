@@ -236,3 +236,21 @@ def test_a_maker_takes_off_the_soft_memory_limit_it_inherits() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "True"
+
+
+def test_a_private_cache_is_removed_when_closed_by_its_own_process(tmp_path: Path) -> None:
+    import os
+
+    shared = DownloadCache(tmp_path / "beside-the-store")
+    shared.root.mkdir()
+    shared.close()
+    assert shared.root.exists()  # a cache beside the store outlives every process
+    cache = DownloadCache.private()
+    other = DownloadCache.private()
+    other._owner = os.getpid() + 1  # as a forked copy sees its parent's
+    cache.close()
+    other.close()
+    assert not cache.root.exists() and other.root.exists()
+    other._owner = os.getpid()
+    other.close()
+    assert not other.root.exists()

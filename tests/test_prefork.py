@@ -586,3 +586,23 @@ def test_past_the_budget_a_worker_sends_its_answer_itself() -> None:
                 with pytest.raises(TimeoutError):
                     outbox.write(b"y" * 100_000)
                 outbox.abort()
+
+
+def test_a_worker_ended_by_its_watchdog_leaves_no_temporary_folder(
+        store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=1) as live:
+        (worker,) = live.workers()
+        assert requests.get(live.url + "/funders", timeout=30).ok  # a search index, a tracer
+        assert len(list(temp.iterdir())) == 2
+        response = requests.get(live.sparql, params={"query": ENDLESS, "timeout": "1"},
+                                timeout=30)
+        assert response.status_code == 504
+        deadline = time.monotonic() + 10
+        while not live.workers() or worker in live.workers():
+            assert time.monotonic() < deadline, live.log()
+            time.sleep(0.05)
+        assert list(temp.iterdir()) == []
+

@@ -395,7 +395,13 @@ def test_swapped_store_is_served_without_restart(fresh_store: Path, tmp_path: Pa
 
 @pytest.mark.parametrize("http_server", ["prefork", "granian", "gunicorn"])
 def test_stopping_the_server_leaves_no_process(store_path: Path, tmp_path: Path,
-                                               http_server: str) -> None:
+                                               http_server: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nor a temporary folder: search indexes, the forkserver's socket folder (the prefork
+    server's workers end with os._exit, which skips the interpreter's own clean-up)."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the server's, and its children's
     with run_live_server(store_path, tmp_path, server=http_server) as server:
         pids = server.workers()
         assert len(pids) == 2
@@ -405,5 +411,10 @@ def test_stopping_the_server_leaves_no_process(store_path: Path, tmp_path: Path,
         again = requests.get(server.sparql, params={"query": "ASK {}"},
                              headers={"If-None-Match": etag}, timeout=10)
         assert again.status_code == 304 and again.headers["ETag"] == etag
+        for path in ("/funders", "/search?q=Cy&format=json"):  # a search index, a tracer
+            assert requests.get(server.url + path, timeout=30).ok, path
+        made = sorted(p.name.split("-")[0] for p in temp.iterdir())
+        assert "sasci" in made and "pymp" in made, made
     # run_live_server has checked every descendant; the workers are gone.
     assert not any(alive(p) for p in pids)
+    assert list(temp.iterdir()) == []

@@ -84,8 +84,9 @@ def store_token(path: Path | str) -> str | None:
 class DownloadCache:
     """The downloads made so far, per generation, under ``root``."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, private: bool = False):
         self.root = root
+        self._owner = os.getpid() if private else None  # removes root when closed
 
     @classmethod
     def beside(cls, store: Path) -> DownloadCache:
@@ -106,7 +107,13 @@ class DownloadCache:
         """A cache in a new temporary folder of this process, removed when it ends."""
         root = Path(tempfile.mkdtemp(prefix="sasci-kg-downloads-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
-        return cls(root)
+        return cls(root, private=True)
+
+    def close(self) -> None:
+        """Remove a private cache's folder now (a process that ends with ``os._exit``, as the
+        prefork server's workers do, skips ``atexit``)."""
+        if self._owner == os.getpid():
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def find(self, generation: str, download: Download) -> CachedDownload | None:
         """The download if it has been made in this generation (never makes it)."""

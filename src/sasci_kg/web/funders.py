@@ -15,6 +15,7 @@ import base64
 import hashlib
 import html
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -116,6 +117,7 @@ class GraphSite:
         self._current: Graph | None = None
         self._folder = Path(tempfile.mkdtemp(prefix="sasci-kg-search-"))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._folder, True)
+        self._owner = os.getpid()
 
     def current(self) -> Graph:
         generation = current_generation()
@@ -132,7 +134,9 @@ class GraphSite:
             return self._current
 
     def close(self) -> None:
-        self._finalizer()
+        """Remove the folder (in the process that made it: a forked copy leaves it be)."""
+        if os.getpid() == self._owner:
+            self._finalizer()
 
 
 def pool_tracer() -> PoolTracer:

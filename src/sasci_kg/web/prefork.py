@@ -40,6 +40,7 @@ import io
 import logging
 import math
 import mmap
+import multiprocessing.util
 import os
 import re
 import resource
@@ -66,7 +67,7 @@ from ..executor import (
     WorkerCrashedError,
 )
 from ..local_runner import InProcessRunner
-from . import FILE_BODY, SENT_BYTES, access_path, close_app, create_app
+from . import FILE_BODY, SENT_BYTES, access_path, close_app, create_app, release_files
 from .config import ServerConfig
 from .problems import error_response
 
@@ -856,6 +857,9 @@ class _Worker:
         except Exception:  # noqa: BLE001 - the process ends either way
             log.exception("could not answer a timed-out request")
         finally:
+            with contextlib.suppress(Exception):
+                release_files(self.app)
+            _run_multiprocessing_finalizers()
             _flush_logs()
             os._exit(3)
 
@@ -931,6 +935,17 @@ def refusal(app: Flask, status: int, detail: str) -> bytes:
     exc = default_exceptions.get(status, BadRequest)(description=detail)
     line, headers, body = _render(app, exc, _bare_environ(0))
     return _raw_response(line, headers, body)
+
+
+def _run_multiprocessing_finalizers() -> None:
+    """What interpreter exit would do for multiprocessing, which a worker's ``os._exit``
+    skips: remove the temporary folder (``pymp-…``) of the forkserver that an isolated pool
+    (trace, funders' search) started in this process. Its finalizers run only in the process
+    that registered them, so nothing of the supervisor's is touched."""
+    run = getattr(multiprocessing.util, "_run_finalizers", None)
+    if run is not None:
+        with contextlib.suppress(Exception):
+            run()
 
 
 def _flush_logs() -> None:
@@ -1104,6 +1119,7 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         worker.run()
         close_app(self.app)
+        _run_multiprocessing_finalizers()
 
     def _messages(self, child: _Child) -> None:
         while True:

@@ -21,6 +21,7 @@ import atexit
 import collections
 import functools
 import logging
+import multiprocessing.util
 import os
 import sys
 import threading
@@ -91,6 +92,10 @@ def _granian_app(config: ServerConfig, _target: str) -> Any:
     first request rather than during it."""
     app = create_app(config)
     app.extensions["sasci_kg"].pool()
+    # Its query processes and temporary folders, when the worker ends: granian's workers
+    # are multiprocessing children, which end with os._exit after multiprocessing's own
+    # finalizers (not atexit's).
+    multiprocessing.util.Finalize(app, close_app, args=(app,), exitpriority=10)
     return app
 
 
