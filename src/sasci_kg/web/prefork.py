@@ -205,6 +205,14 @@ def _complete(data: bytes | memoryview) -> bool:
     return m is None or len(raw) >= end + 4 + int(m.group(1))
 
 
+def _done_sending(sock: socket.socket) -> bool:
+    """Whether the client has shut its side for writing: what has arrived is all there
+    will be (a request cut short is answered at once, not after READ_TIMEOUT)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP)
+    return bool(poller.poll(0))
+
+
 def _peek(sock: socket.socket, buffer: bytearray) -> int | None:
     """How many bytes wait on ``sock`` (copied into ``buffer``, left in the socket); 0 at
     end of stream, None when nothing waits."""
@@ -501,8 +509,8 @@ class _Worker:
                 waiting = _peek(conn.sock, self.peek_buffer)
             except OSError:
                 waiting = 0  # reset: the read below sees it
-            whole = waiting == 0 or (waiting is not None
-                                     and _complete(memoryview(self.peek_buffer)[:waiting]))
+            whole = waiting == 0 or (waiting is not None and (
+                _complete(memoryview(self.peek_buffer)[:waiting]) or _done_sending(conn.sock)))
             if not whole:
                 self._hand_back(conn)
                 return None
@@ -1051,7 +1059,7 @@ class Supervisor:
         except InterruptedError:
             events = []
         by_fd = {c.control.fileno(): c for c in self.children.values()}
-        for fd, _ in events:
+        for fd, mask in events:
             if fd == self.wake_r:
                 with contextlib.suppress(OSError):
                     os.read(fd, 4096)
@@ -1064,7 +1072,7 @@ class Supervisor:
             elif self.by_fd.get(fd) in self.lingering:
                 self._linger(self.by_fd[fd])
             else:
-                self._readable(fd)
+                self._readable(fd, mask)
         self._reap()
         self._enforce_deadlines()
         self._expire_idle()
@@ -1209,9 +1217,10 @@ class Supervisor:
         self.epoll.modify(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
         self._readable(sock.fileno())  # it may have come already
 
-    def _readable(self, fd: int) -> None:
-        """Bytes arrived on a connection held here: once a whole request is there, hand it to
-        a free worker; if the client closed, close it."""
+    def _readable(self, fd: int, mask: int = 0) -> None:
+        """Bytes arrived on a connection held here: once a whole request is there (or the
+        client has stopped sending: it never will be), hand it to a free worker; if the
+        client closed, close it."""
         ident = self.by_fd.get(fd)
         if ident is None or ident not in self.idle:
             return
@@ -1224,7 +1233,8 @@ class Supervisor:
         if waiting == 0:
             self._forget(ident)
             return
-        if not _complete(memoryview(self.peek_buffer)[:waiting]):
+        done_sending = bool(mask & (select.EPOLLRDHUP | select.EPOLLHUP))
+        if not done_sending and not _complete(memoryview(self.peek_buffer)[:waiting]):
             if ident not in self.partial:  # the request's clock starts with its first bytes
                 self.partial.add(ident)
                 self.idle[ident] = time.monotonic()
