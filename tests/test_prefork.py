@@ -60,6 +60,8 @@ def test_a_plain_request_is_read_directly() -> None:
     b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
     b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF line ends (RFC 9112 §2.2 allows them)
+    b"GET / HTTP/1.1\r\nHost: a\n\r\n",
 ])
 def test_anything_unusual_is_left_to_h11(head: bytes) -> None:
     assert _parse_plain(head) is None
@@ -85,6 +87,10 @@ def test_a_request_is_whole_once_its_head_and_body_are_there() -> None:
     assert _complete(b"\r\n" + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     # A client that expects 100 Continue sends its body only after it.
     assert _complete(head.replace(b"Host: a", b"Host: a\r\nExpect: 100-continue"))
+    # Bare LF line ends, as a client typed by hand sends them.
+    assert _complete(b"GET / HTTP/1.1\nHost: a\n\n")
+    assert not _complete(b"POST / HTTP/1.1\nContent-Length: 5\n\nabc")
+    assert _complete(b"POST / HTTP/1.1\nContent-Length: 5\n\nabcde")
     # A long request counts as whole once enough of it is there to be worth a worker.
     assert _complete(b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n".ljust(PEEK_BYTES))
 
@@ -154,6 +160,14 @@ def test_smuggling_shapes_are_refused(server: LiveServer) -> None:
         head_part, _, body = answer.partition(b"\r\n\r\n")
         assert b"Connection: close" in head_part
         problem_shape(400, "application/problem+json", body)
+
+
+def test_bare_lf_line_ends_are_answered_at_once(server: LiveServer) -> None:
+    started = time.monotonic()
+    for head in (b"GET /healthz HTTP/1.1\nHost: a\nConnection: close\n\n",
+                 b"GET /healthz HTTP/1.1\r\nHost: a\nConnection: close\r\n\r\n"):
+        assert statuses(raw(server, head)) == [200]
+    assert time.monotonic() - started < 2.0  # (it was a 408 after 15 s)
 
 
 def test_http_1_0_closes_unless_asked_to_keep(server: LiveServer) -> None:

@@ -182,8 +182,11 @@ _HEADER_LINE = re.compile(
     rb"((?:[\x21-\x7e\x80-\xff](?:[\x20\x09\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)[ \t]*"
 )
 _DIGITS = re.compile(rb"[0-9]{1,18}")
-_EXPECT = re.compile(rb"\r\nexpect[ \t]*:", re.IGNORECASE)
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})", re.IGNORECASE)
+_EXPECT = re.compile(rb"\nexpect[ \t]*:", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})", re.IGNORECASE)
+# The blank line that ends the headers. RFC 9112 §2.2: a recipient MAY take a bare LF as a
+# line's end (granian and h11 do, and so do clients typed by hand): such heads go to h11.
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 # A request is handed to a worker once its line, headers and Content-Length body are all
 # there, or this much of it (MSG_PEEK looks without reading): a client that sends slowly holds
 # no worker while it does. Kept below what a socket buffers before the sender must wait.
@@ -196,13 +199,13 @@ def _complete(data: bytes | memoryview) -> bool:
     if len(data) >= PEEK_BYTES:
         return True
     raw = bytes(data).lstrip(b"\r\n")
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
+    blank = _HEAD_END.search(raw)
+    if blank is None:
         return False
-    if _EXPECT.search(raw, 0, end + 2):  # the client sends its body after our 100
+    if _EXPECT.search(raw, 0, blank.start() + 1):  # the client sends its body after our 100
         return True
-    m = _CONTENT_LENGTH.search(raw, 0, end + 2)
-    return m is None or len(raw) >= end + 4 + int(m.group(1))
+    m = _CONTENT_LENGTH.search(raw, 0, blank.start() + 1)
+    return m is None or len(raw) >= blank.end() + int(m.group(1))
 
 
 def _done_sending(sock: socket.socket) -> bool:
@@ -240,6 +243,8 @@ class _Request:
 def _parse_plain(head: bytes) -> _Request | None:
     """The request in ``head`` (line and headers, CRLF-terminated), or None when it is not a
     plain one and h11 must read it."""
+    if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n"):
+        return None  # a bare LF somewhere: h11's
     lines = head[:-4].split(b"\r\n")
     m = _REQUEST_LINE.fullmatch(lines[0])
     if m is None:
@@ -542,10 +547,10 @@ class _Worker:
         conn.deadline = time.monotonic() + READ_TIMEOUT
         data = conn.buffer.lstrip(b"\r\n")  # RFC 9112 §2.2: ignore blank lines before it
         while True:
-            end = data.find(b"\r\n\r\n")
-            if end >= 0:
-                conn.buffer = data[end + 4:]
-                return data[:end + 4]
+            blank = _HEAD_END.search(data)
+            if blank is not None:
+                conn.buffer = data[blank.end():]
+                return data[:blank.end()]
             if len(data) > MAX_HEADER_BYTES:
                 raise _Refused(431, f"the request line and headers pass {MAX_HEADER_BYTES} bytes")
             try:
