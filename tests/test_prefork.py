@@ -18,6 +18,7 @@ import threading
 import time
 import types
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,38 @@ def test_bare_lf_line_ends_are_answered_at_once(server: LiveServer) -> None:
                  b"GET /healthz HTTP/1.1\r\nHost: a\nConnection: close\r\n\r\n"):
         assert statuses(raw(server, head)) == [200]
     assert time.monotonic() - started < 2.0  # (it was a 408 after 15 s)
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    # RFC 9112 §3.2: no Host in HTTP/1.1, or two of them: 400.
+    (b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400),
+    # Another major version: 505 (HTTP/1.2 is read as 1.1, RFC 9110 §2.5).
+    (b"GET /healthz HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    (b"GET /healthz HTTP/1.2\r\nHost: a\r\nConnection: close\r\n\r\n", 200),
+    # Past the limits on the head, as under granian: 414, 431.
+    (b"GET /healthz?" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+     + b"Connection: close\r\n\r\n", 431),
+    # A declared body over the limit: 413 at once, not a wait for bytes never sent.
+    (b"POST /sparql HTTP/1.1\r\nHost: a\r\nContent-Type: application/sparql-query\r\n"
+     b"Content-Length: 99999999999\r\nConnection: close\r\n\r\n", 413),
+    # A fragment in the target (no browser sends one): dropped, as granian does.
+    (b"GET /healthz#here HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200),
+])
+def test_protocol_edges(server: LiveServer, request_bytes: bytes, status: int) -> None:
+    started = time.monotonic()
+    answer = raw(server, request_bytes)
+    assert statuses(answer) == [status], answer[:300]
+    assert time.monotonic() - started < 2.0
+    assert answer.startswith(b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode()))
+
+
+def test_no_100_continue_for_a_request_without_a_body(server: LiveServer) -> None:
+    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                         b"Connection: close\r\n\r\n")
+    assert statuses(answer) == [200]
 
 
 def test_http_1_0_closes_unless_asked_to_keep(server: LiveServer) -> None:

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -90,6 +91,8 @@ LINGER = 2.0
 STICKY = 1.0
 # Request line and headers, at most (as under granian).
 MAX_HEADER_BYTES = 64 * 1024
+# Header lines, at most (as under granian, whose hyper refuses more with 431).
+MAX_HEADERS = 100
 # A worker that dies within this time of its start, this many times running, stops the server.
 CRASH_LOOP_SECONDS, CRASH_LOOP_COUNT = 5.0, 5
 
@@ -193,9 +196,10 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 PEEK_BYTES = 16 * 1024
 
 
-def _complete(data: bytes | memoryview) -> bool:
+def _complete(data: bytes | memoryview, body_limit: int = 1 << 62) -> bool:
     """Whether ``data`` (the start of what waits on a connection) is a whole request, or
-    enough of one to be worth a worker's time."""
+    enough of one to be worth a worker's time (one whose declared body is over
+    ``body_limit`` is: it is refused 413 at once)."""
     if len(data) >= PEEK_BYTES:
         return True
     raw = bytes(data).lstrip(b"\r\n")
@@ -205,7 +209,20 @@ def _complete(data: bytes | memoryview) -> bool:
     if _EXPECT.search(raw, 0, blank.start() + 1):  # the client sends its body after our 100
         return True
     m = _CONTENT_LENGTH.search(raw, 0, blank.start() + 1)
-    return m is None or len(raw) >= blank.end() + int(m.group(1))
+    return (m is None or len(raw) >= blank.end() + int(m.group(1))
+            or int(m.group(1)) > body_limit)
+
+
+def _check_head_size(head: bytes) -> None:
+    """Refuse a request line past :data:`MAX_HEADER_BYTES` (414), or a head past it or with
+    more than :data:`MAX_HEADERS` lines (431), as granian does."""
+    if len(head) > MAX_HEADER_BYTES:
+        line_end = head.find(b"\n")
+        if line_end < 0 or line_end > MAX_HEADER_BYTES:
+            raise _Refused(414, f"the request line passes {MAX_HEADER_BYTES} bytes")
+        raise _Refused(431, f"the request line and headers pass {MAX_HEADER_BYTES} bytes")
+    if head.count(b"\n") > MAX_HEADERS + 2:
+        raise _Refused(431, f"more than {MAX_HEADERS} header lines")
 
 
 def _done_sending(sock: socket.socket) -> bool:
@@ -515,7 +532,8 @@ class _Worker:
             except OSError:
                 waiting = 0  # reset: the read below sees it
             whole = waiting == 0 or (waiting is not None and (
-                _complete(memoryview(self.peek_buffer)[:waiting]) or _done_sending(conn.sock)))
+                _complete(memoryview(self.peek_buffer)[:waiting], self.body_limit)
+                or _done_sending(conn.sock)))
             if not whole:
                 self._hand_back(conn)
                 return None
@@ -550,9 +568,10 @@ class _Worker:
             blank = _HEAD_END.search(data)
             if blank is not None:
                 conn.buffer = data[blank.end():]
-                return data[:blank.end()]
-            if len(data) > MAX_HEADER_BYTES:
-                raise _Refused(431, f"the request line and headers pass {MAX_HEADER_BYTES} bytes")
+                head = data[:blank.end()]
+                _check_head_size(head)
+                return head
+            _check_head_size(data)
             try:
                 conn.wait(conn.deadline, "the request")
                 more = conn.sock.recv(65536)
@@ -621,7 +640,7 @@ class _Worker:
         code = int(status[:3])
         keep = request.keep_alive and not self.stopping
         no_body = request.method == "HEAD" or code in (204, 304) or code < 200
-        lines = [f"HTTP/1.1 {status}", f"Date: {_date.now()}"]
+        lines = [_status_line(code, status), f"Date: {_date.now()}"]
         length = None
         content_range = ""
         for name, value in headers:
@@ -703,6 +722,9 @@ class _Worker:
             if isinstance(event, h11.ConnectionClosed):
                 return False
             assert isinstance(event, h11.Request)
+            if not event.http_version.startswith(b"1."):  # (1.2 and on are read as 1.1)
+                raise _Refused(505, f"HTTP/{event.http_version.decode('ascii', 'replace')} "
+                                    "is not served here; use HTTP/1.1")
             self.slots.write(self.index, _BUSY, conn=conn.ident)
             names = {name for name, _ in event.headers}
             if b"content-length" in names and b"transfer-encoding" in names:
@@ -716,7 +738,7 @@ class _Worker:
         environ = self._environ(conn, event.method.decode("ascii"), event.target,
                                 int(event.http_version[-1:] == b"1"), list(event.headers), body)
         status_line, headers, chunks = self._run_app(conn, environ)
-        code, _, reason = status_line.partition(" ")
+        code, _, reason = _status_line(int(status_line[:3]), status_line)[9:].partition(" ")
         headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP | {"date"}]
         headers.append(("Date", _date.now()))
         conn.buffer = bytes(http.trailing_data[0])  # a pipelined request, already here
@@ -758,7 +780,8 @@ class _Worker:
         length = next((v for k, v in request.headers if k == b"content-length"), None)
         if length is not None and int(length) > limit:
             raise _Refused(413, f"the request body is larger than {limit} bytes")
-        if http.client_is_waiting_for_100_continue:
+        chunked = any(k == b"transfer-encoding" for k, _ in request.headers)
+        if http.client_is_waiting_for_100_continue and (chunked or int(length or 0) > 0):
             go_on = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
             conn.sock.sendall(http.send(go_on) or b"")
         parts: list[bytes] = []
@@ -787,6 +810,7 @@ class _Worker:
 
     def _environ(self, conn: _Connection, method: str, target: bytes, minor: int,
                  headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
+        target = target.partition(b"#")[0]  # (never sent by a browser; granian drops it)
         path, _, query = target.partition(b"?")
         if path.startswith(b"http://") or path.startswith(b"https://"):  # absolute form
             path = b"/" + path.split(b"/", 3)[3] if path.count(b"/") >= 3 else b"/"
@@ -917,12 +941,20 @@ def _drain(sock: socket.socket, seconds: float = 1.0, limit: int = 1 << 20) -> N
             read += len(chunk)
 
 
+# The status lines with their standard reason phrases (werkzeug's are in capitals).
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}" for s in HTTPStatus}
+
+
+def _status_line(code: int, status: str) -> str:
+    return _STATUS_LINES.get(code) or f"HTTP/1.1 {status}"
+
+
 def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 def _raw_response(status: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
-    lines = [f"HTTP/1.1 {status}"]
+    lines = [_status_line(int(status[:3]), status)]
     lines += [f"{k}: {v}" for k, v in headers if k.lower() not in ("content-length", "connection")]
     lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
     return "\r\n".join(lines).encode("latin-1") + body
@@ -1032,6 +1064,7 @@ class Supervisor:
         self.holding_listener = False
         self.serial = 0
         self.peek_buffer = bytearray(PEEK_BYTES)
+        self.body_limit = max(config.max_body_bytes, config.max_upload_bytes)
         wake_r, self.wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -1239,7 +1272,8 @@ class Supervisor:
             self._forget(ident)
             return
         done_sending = bool(mask & (select.EPOLLRDHUP | select.EPOLLHUP))
-        if not done_sending and not _complete(memoryview(self.peek_buffer)[:waiting]):
+        if not done_sending and not _complete(memoryview(self.peek_buffer)[:waiting],
+                                              self.body_limit):
             if ident not in self.partial:  # the request's clock starts with its first bytes
                 self.partial.add(ident)
                 self.idle[ident] = time.monotonic()
