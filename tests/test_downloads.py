@@ -221,21 +221,31 @@ def test_a_one_thread_server_is_told_503_while_another_download_is_made(store: P
         assert waited.status_code == 200
 
 
-def test_a_maker_takes_off_the_soft_memory_limit_it_inherits() -> None:
-    """The prefork server's workers run with a soft address-space limit sized for a query;
-    the download maker they start sorts the whole dataset in memory and takes it off."""
+@pytest.mark.parametrize("server_limit", [None, str(1 << 41)])
+def test_a_maker_gets_the_server_s_memory_limit_not_a_worker_s(server_limit: str | None
+                                                                ) -> None:
+    """The prefork server's workers run with a soft address-space limit sized for a query,
+    and name the server's own; the download maker they start (it sorts the whole dataset in
+    memory) takes that one. Started by anything else, it keeps what it inherited (an
+    operator's ``ulimit -v``)."""
+    import os
     import subprocess
     import sys
+
+    from sasci_kg.downloads import MAKER_MEMORY_LIMIT_ENV
 
     code = ("import resource\n"
             "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
             "resource.setrlimit(resource.RLIMIT_AS, (1 << 40, hard))\n"
             "from sasci_kg.downloads import lift_memory_limit\n"
             "lift_memory_limit()\n"
-            "print(resource.getrlimit(resource.RLIMIT_AS) == (hard, hard))\n")
+            "print(resource.getrlimit(resource.RLIMIT_AS)[0])\n")
+    env = {k: v for k, v in os.environ.items() if k != MAKER_MEMORY_LIMIT_ENV}
+    if server_limit is not None:
+        env[MAKER_MEMORY_LIMIT_ENV] = server_limit
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "True"
+                          check=True, env=env)
+    assert done.stdout.strip() == (server_limit or str(1 << 40))
 
 
 def test_a_private_cache_is_removed_when_closed_by_its_own_process(tmp_path: Path) -> None:

@@ -281,7 +281,8 @@ def test_a_worker_killed_mid_query_is_answered_for_and_replaced(server: LiveServ
 
 
 def test_a_worker_s_memory_limit_is_soft(server: LiveServer) -> None:
-    """So that the download makers a worker starts can take it off (test_downloads.py)."""
+    """So that the download makers a worker starts can take the server's own back
+    (test_downloads.py), which the worker names for them."""
     (worker,) = server.workers()
     with open(f"/proc/{worker}/limits", encoding="ascii") as limits:
         line = next(x for x in limits if x.startswith("Max address space"))
@@ -635,23 +636,32 @@ def test_past_the_budget_a_worker_sends_its_answer_itself() -> None:
                 outbox.abort()
 
 
-def test_a_worker_ended_by_its_watchdog_leaves_no_temporary_folder(
-        store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("ending", ["watchdog", "SIGKILL"])
+def test_a_worker_that_ends_abruptly_leaves_no_temporary_folder(
+        store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
+    """Each worker's temporary files live in a folder of its own, which the supervisor
+    removes once the worker has ended, whether it ended itself or was killed."""
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setenv("TMPDIR", str(temp))
     with run_live_server(store_path, tmp_path, server="prefork", query_workers=1) as live:
         (worker,) = live.workers()
         assert requests.get(live.url + "/funders", timeout=30).ok  # a search index, a tracer
-        assert len(list(temp.iterdir())) == 2
-        response = requests.get(live.sparql, params={"query": ENDLESS, "timeout": "1"},
-                                timeout=30)
-        assert response.status_code == 504
+        (folder,) = temp.iterdir()
+        assert len(list(folder.iterdir())) == 2  # the search folder, the forkserver's socket
+        if ending == "SIGKILL":
+            os.kill(worker, signal.SIGKILL)
+        else:
+            response = requests.get(live.sparql, params={"query": ENDLESS, "timeout": "1"},
+                                    timeout=30)
+            assert response.status_code == 504
         deadline = time.monotonic() + 10
         while not live.workers() or worker in live.workers():
             assert time.monotonic() < deadline, live.log()
             time.sleep(0.05)
-        assert list(temp.iterdir()) == []
+        time.sleep(0.2)
+        assert not folder.exists()
+        assert [list(f.iterdir()) for f in temp.iterdir()] == [[]]  # the new worker's, empty
 
 
 def test_a_request_cut_short_by_the_client_is_answered_at_once(server: LiveServer) -> None:

@@ -21,12 +21,15 @@ file is compressed from the plain one, streamed, the same bytes as
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
 import re
 import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -254,7 +257,7 @@ def store_maker(store: Path, token: str) -> Maker:
             [sys.executable, "-m", "sasci_kg.downloads", str(store), token, download.format,
              str(out)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            check=False,
+            check=False, env={**os.environ, _PARENT_ENV: str(os.getpid())},
         )
         if done.returncode == _CHANGED:
             raise GenerationChangedError(f"{store}: the store was replaced while "
@@ -267,14 +270,32 @@ def store_maker(store: Path, token: str) -> Maker:
     return make
 
 
+_PARENT_ENV = "SASCI_KG_MAKER_PARENT"
+# Set by a prefork worker (whose own address-space limit is sized for a query): the limit its
+# download makers get back, the server's own (unlimited, or what the operator set).
+MAKER_MEMORY_LIMIT_ENV = "SASCI_KG_MAKER_MEMORY_LIMIT"
+
+
 def lift_memory_limit() -> None:
-    """Take off a soft address-space limit inherited from the process that started us (the
-    prefork server's workers, whose limit is sized for a query): the whole dataset is sorted
-    in memory here, ~1.7 GB of RSS at 10⁶ triples and ~10 GiB at 10⁷, as under granian, where
-    the web process that starts the maker has no limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    """Give a maker started by a prefork worker the server's own address-space limit rather
+    than the worker's: the whole dataset is sorted in memory here, ~1.7 GB of RSS at 10⁶
+    triples and ~10 GiB at 10⁷, as under granian, where the web process has no query limit.
+    A limit the operator set (``ulimit -v``) stays as it is."""
+    wanted = os.environ.get(MAKER_MEMORY_LIMIT_ENV)
+    if wanted is None:
+        return
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    with contextlib.suppress(ValueError, OSError):  # (above the hard limit: keep ours)
+        resource.setrlimit(resource.RLIMIT_AS, (int(wanted), hard))
+
+
+def _end_with_parent(parent: str | None) -> None:
+    """Die with the process that asked for this download (a killed worker must not leave a
+    maker sorting gigabytes for no one)."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if parent is not None and os.getppid() != int(parent):  # it died before that
+            os._exit(1)
 
 
 def _child(argv: list[str]) -> int:
@@ -282,6 +303,7 @@ def _child(argv: list[str]) -> int:
     from .store import open_store
 
     store, token, format_name, out = argv
+    _end_with_parent(os.environ.get(_PARENT_ENV))
     lift_memory_limit()
     get_format(format_name)
     backend = open_store(store)

@@ -77,9 +77,11 @@ def close_app(app: Flask) -> None:
     """Stop the app's worker processes and remove its temporary folders (the search indexes,
     a private download cache): the server calls this when a worker exits."""
     runtime = app.extensions.get("sasci_kg")
-    if runtime is not None:
-        runtime.close()
-    release_files(app)
+    try:
+        if runtime is not None:
+            runtime.close()
+    finally:
+        release_files(app)
 
 
 def release_files(app: Flask) -> None:

@@ -40,15 +40,17 @@ import io
 import logging
 import math
 import mmap
-import multiprocessing.util
+import multiprocessing
 import os
 import re
 import resource
 import select
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ import h11
 from flask import Flask
 from werkzeug.exceptions import BadRequest, InternalServerError, default_exceptions
 
+from ..downloads import MAKER_MEMORY_LIMIT_ENV
 from ..executor import (
     ExecutorBusyError,
     QueryTimeoutError,
@@ -68,7 +71,7 @@ from ..executor import (
     WorkerCrashedError,
 )
 from ..local_runner import InProcessRunner
-from . import FILE_BODY, SENT_BYTES, access_path, close_app, create_app, release_files
+from . import FILE_BODY, SENT_BYTES, access_path, close_app, create_app
 from .config import ServerConfig
 from .problems import error_response
 
@@ -894,9 +897,6 @@ class _Worker:
         except Exception:  # noqa: BLE001 - the process ends either way
             log.exception("could not answer a timed-out request")
         finally:
-            with contextlib.suppress(Exception):
-                release_files(self.app)
-            _run_multiprocessing_finalizers()
             _flush_logs()
             os._exit(3)
 
@@ -982,17 +982,6 @@ def refusal(app: Flask, status: int, detail: str) -> bytes:
     return _raw_response(line, headers, body)
 
 
-def _run_multiprocessing_finalizers() -> None:
-    """What interpreter exit would do for multiprocessing, which a worker's ``os._exit``
-    skips: remove the temporary folder (``pymp-…``) of the forkserver that an isolated pool
-    (trace, funders' search) started in this process. Its finalizers run only in the process
-    that registered them, so nothing of the supervisor's is touched."""
-    run = getattr(multiprocessing.util, "_run_finalizers", None)
-    if run is not None:
-        with contextlib.suppress(Exception):
-            run()
-
-
 def _flush_logs() -> None:
     for handler in logging.getLogger("sasci_kg").handlers:
         with contextlib.suppress(Exception):
@@ -1009,6 +998,7 @@ class _Child:
     pid: int
     control: socket.socket
     started: float
+    folder: str  # its temporary folder: removed once it has ended, however it ended
 
 
 @dataclass
@@ -1121,10 +1111,15 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.slots.write(index, _IDLE)
+        # The worker's temporary files (search indexes, the isolated pool's forkserver, a
+        # private download cache) go in a folder of its own, which we remove when it has
+        # ended: a worker killed (at its deadline, by the OOM killer) cannot clean up.
+        folder = tempfile.mkdtemp(prefix="skw")
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
             try:
+                _use_temporary_folder(folder)
                 ours.close()
                 self._become_worker(index, theirs)
             except BaseException:  # noqa: BLE001
@@ -1136,7 +1131,7 @@ class Supervisor:
         theirs.close()
         ours.setblocking(False)
         self.epoll.register(ours.fileno(), select.EPOLLIN)
-        self.children[pid] = _Child(index, pid, ours, time.monotonic())
+        self.children[pid] = _Child(index, pid, ours, time.monotonic(), folder)
 
     def _become_worker(self, index: int, control: socket.socket) -> None:
         signal.set_wakeup_fd(-1)
@@ -1156,7 +1151,8 @@ class Supervisor:
             # The soft limit only: a download's maker, a child of this process, takes it off
             # (making one at 10⁷ triples needs more than a query may use; see downloads.py).
             limit = self.config.worker_memory_mb * 1024 * 1024
-            hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            os.environ[MAKER_MEMORY_LIMIT_ENV] = str(soft)  # the makers get the server's own
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
         worker = _Worker(index, self.app, self.wsgi, self.config, self.listener,
                          self.dispatch_in, control, self.slots)
@@ -1165,7 +1161,6 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         worker.run()
         close_app(self.app)
-        _run_multiprocessing_finalizers()
 
     def _messages(self, child: _Child) -> None:
         while True:
@@ -1466,6 +1461,7 @@ class Supervisor:
             with contextlib.suppress(OSError, ValueError):
                 self.epoll.unregister(child.control.fileno())
             child.control.close()
+            shutil.rmtree(child.folder, ignore_errors=True)
             self._after_death(child, status)
             if child.index not in {c.index for c in self.children.values()}:
                 state = self.slots.read(child.index)
@@ -1536,14 +1532,27 @@ class Supervisor:
                         with contextlib.suppress(OSError, ValueError):
                             self.epoll.unregister(child.control.fileno())
                         child.control.close()
+                        shutil.rmtree(child.folder, ignore_errors=True)
             self._expire_idle()
-        for pid in self.children:
+        for pid, child in self.children.items():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+            shutil.rmtree(child.folder, ignore_errors=True)
         for ident in list(self.connections):
             self._forget(ident)
+
+
+def _use_temporary_folder(folder: str) -> None:
+    """Make ``folder`` this process's temporary folder, its children's, and multiprocessing's
+    own (its forkserver's socket goes straight in it, not in a ``pymp-…`` folder inside:
+    the socket's path must stay under 108 bytes)."""
+    tempfile.tempdir = folder
+    os.environ["TMPDIR"] = folder
+    config = getattr(multiprocessing.current_process(), "_config", None)
+    if isinstance(config, dict):
+        config["tempdir"] = folder
 
 
 def _raise_open_files_limit() -> None:
