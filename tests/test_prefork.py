@@ -678,3 +678,23 @@ def test_a_request_cut_short_by_the_client_is_answered_at_once(server: LiveServe
             answer = read_all(sock)
         assert time.monotonic() - started < 2.0
         assert statuses(answer) in ([400], []), answer[:200]
+
+
+def test_folders_of_a_server_that_was_killed_are_removed_at_the_next_start(
+        store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A supervisor SIGKILLed with its workers cannot remove their folders; the next one
+    removes the folders of supervisors that no longer run, and no other."""
+    import subprocess
+    import sys
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = temp / f"skw{int(gone.stdout)}-abc123"
+    (stale / "sasci-kg-search-x").mkdir(parents=True)
+    living = temp / f"skw{os.getpid()}-abc123"  # a server that still runs (we do)
+    living.mkdir()
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=1):
+        assert not stale.exists() and living.exists()

@@ -1062,6 +1062,7 @@ class Supervisor:
         self.epoll.register(wake_r, select.EPOLLIN)
 
     def serve(self) -> None:
+        _remove_stale_folders()
         signal.set_wakeup_fd(self.wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
@@ -1114,7 +1115,7 @@ class Supervisor:
         # The worker's temporary files (search indexes, the isolated pool's forkserver, a
         # private download cache) go in a folder of its own, which we remove when it has
         # ended: a worker killed (at its deadline, by the OOM killer) cannot clean up.
-        folder = tempfile.mkdtemp(prefix="skw")
+        folder = tempfile.mkdtemp(prefix=f"skw{os.getpid()}-")
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
@@ -1542,6 +1543,26 @@ class Supervisor:
             shutil.rmtree(child.folder, ignore_errors=True)
         for ident in list(self.connections):
             self._forget(ident)
+
+
+_WORKER_FOLDER = re.compile(r"skw([0-9]+)-[A-Za-z0-9_]+")
+
+
+def _remove_stale_folders() -> None:
+    """Remove the worker folders a supervisor that no longer runs left behind (killed with
+    its workers, it could not remove them). Folders of a live process are left be."""
+    root = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(root):
+            m = _WORKER_FOLDER.fullmatch(name)
+            if m is None:
+                continue
+            try:
+                os.kill(int(m.group(1)), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            except OSError:
+                pass  # alive (another user's): not ours to touch
 
 
 def _use_temporary_folder(folder: str) -> None:
