@@ -75,22 +75,17 @@ def register_blueprints(app: Flask) -> None:
 
 def close_app(app: Flask) -> None:
     """Stop the app's worker processes and remove its temporary folders (the search indexes,
-    a private download cache): the server calls this when a worker exits."""
+    a private download cache): the server calls this when a worker exits. Each object
+    removes only its own process's folders: a forked copy leaves its parent's be."""
     runtime = app.extensions.get("sasci_kg")
     try:
         if runtime is not None:
             runtime.close()
     finally:
-        release_files(app)
-
-
-def release_files(app: Flask) -> None:
-    """Remove the temporary folders this process made for the app (each object removes only
-    its own process's: a forked copy leaves its parent's be)."""
-    for key in ("sasci_kg_graph", "sasci_kg_downloads"):
-        owner = app.extensions.get(key)
-        if owner is not None:
-            owner.close()
+        for key in ("sasci_kg_graph", "sasci_kg_downloads"):
+            owner = app.extensions.get(key)
+            if owner is not None:
+                owner.close()
 
 
 def _cors(response: Response) -> Response:

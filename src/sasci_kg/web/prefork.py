@@ -631,8 +631,7 @@ class _Worker:
         self.current = (conn, environ)
         answer = self._call_app(environ)
         self.slots.write(self.index, _SENDING, conn=conn.ident)
-        conn.deadline = time.monotonic() + SEND_TIMEOUT
-        conn.sock.settimeout(SEND_TIMEOUT)
+        conn.deadline = time.monotonic() + SEND_TIMEOUT  # (the outbox waits within it)
         return answer
 
     def _send_plain(self, conn: _Connection, request: _Request, status: str,
