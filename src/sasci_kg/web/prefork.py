@@ -114,8 +114,9 @@ class _Slots:
 
     def __init__(self, count: int):
         self.count = count
-        # One record per worker, then the bytes of answers the supervisor holds in memfds.
-        self.memory = mmap.mmap(-1, _SLOT.size * count + _ID.size)
+        # One record per worker, then the bytes of answers the supervisor holds in memfds,
+        # then how many whole requests it holds waiting for a free worker.
+        self.memory = mmap.mmap(-1, _SLOT.size * count + 2 * _ID.size)
 
     def read(self, index: int) -> tuple[int, int, int, int, float]:
         state, query, parsed, conn, deadline = _SLOT.unpack_from(self.memory, index * _SLOT.size)
@@ -133,6 +134,12 @@ class _Slots:
 
     def set_held(self, size: int) -> None:
         _ID.pack_into(self.memory, _SLOT.size * self.count, size)
+
+    def queued(self) -> int:
+        return int(_ID.unpack_from(self.memory, _SLOT.size * self.count + _ID.size)[0])
+
+    def set_queued(self, count: int) -> None:
+        _ID.pack_into(self.memory, _SLOT.size * self.count + _ID.size, count)
 
     def write(self, index: int, state: int, query: int = 0, parsed: int = 0,
               conn: int = 0, deadline: float = 0.0) -> None:
@@ -465,15 +472,24 @@ class _Worker:
             if conn is not None:
                 poller.register(conn.sock, select.POLLIN)
             ready = {fd for fd, _ in poller.poll(1000 * (STICKY if conn else 0.5))}
-            if conn is not None and conn.sock.fileno() in ready:
+            # A request the supervisor handed over, or a new connection, goes first: a
+            # client that sends its next request at once must not keep the others waiting.
+            new = self._take() if ready - {conn.sock.fileno() if conn else -1} else None
+            if conn is not None and new is None and conn.sock.fileno() in ready:
                 conn = self._serve(conn)
-                continue
-            new = self._take() if ready else None
-            if conn is not None and (new is not None or not ready):
-                self._hand_back(conn)  # someone else is waiting, or it has gone quiet
+            else:
+                if conn is not None and (new is not None or not ready):
+                    self._hand_back(conn)  # someone else is waiting, or it has gone quiet
+                    conn = None
+                if new is not None:
+                    conn = self._serve(new)
+            if conn is not None and not conn.buffer and self.slots.queued():
+                # Requests wait in the supervisor for a free worker: this connection joins
+                # them at the back (its next request waits its turn), and the supervisor,
+                # woken by the hand-back, gives this process the oldest. (Not with a
+                # pipelined request already read: those bytes are only here.)
+                self._hand_back(conn)
                 conn = None
-            if new is not None:
-                conn = self._serve(new)
         if conn is not None:
             self._close(conn)
 
@@ -1083,7 +1099,9 @@ class Supervisor:
 
     def _step(self) -> None:
         try:
-            events = self.epoll.poll(0.1)
+            # While requests wait for a free worker, look often: a worker that finished
+            # without a message to say so (a keep-alive answer) is free now.
+            events = self.epoll.poll(0.005 if self.ready else 0.1)
         except InterruptedError:
             events = []
         by_fd = {c.control.fileno(): c for c in self.children.values()}
@@ -1105,6 +1123,8 @@ class Supervisor:
         self._enforce_deadlines()
         self._expire_idle()
         self._balance()
+        if self.slots.queued() != len(self.ready):
+            self.slots.set_queued(len(self.ready))
 
     # -- workers
 
