@@ -1,4 +1,4 @@
-"""The prefork server (``web/prefork.py``): its HTTP/1.1 reading and writing, and what its
+"""The prefork server (``web/prefork/``): its HTTP/1.1 reading and writing, and what its
 supervisor does for slow clients, idle connections and workers that die.
 
 The rest of the endpoint's behaviour over HTTP (protocol, safety, faults, fuzzing) is tested
@@ -27,7 +27,8 @@ import requests
 from conftest import LiveServer, alive, cpu_ticks, make_store, run_live_server
 from reliability_support import problem_shape
 
-from sasci_kg.web.prefork import PEEK_BYTES, _complete, _parse_plain, _Slots
+from sasci_kg.web.prefork.http import PEEK_BYTES, _complete, _parse_plain
+from sasci_kg.web.prefork.slots import _Slots
 
 # Runs for ever on the test store (as in test_web_safety).
 ENDLESS = "SELECT (COUNT(*) AS ?n) WHERE { " + " ".join(
@@ -351,7 +352,8 @@ def test_a_query_past_its_limit_is_504_and_its_worker_replaced(server: LiveServe
 def test_each_request_has_one_time_budget() -> None:
     """A client that sends a byte just before each read would time out gets no more time:
     every read of a request waits only for what is left of the request's budget."""
-    from sasci_kg.web.prefork import _Connection, _Refused
+    from sasci_kg.web.prefork.http import _Refused
+    from sasci_kg.web.prefork.worker import _Connection
 
     left, right = socket.socketpair()
     with left, right:
@@ -365,7 +367,7 @@ def test_each_request_has_one_time_budget() -> None:
 
 def test_header_names_with_underscores_never_reach_the_app() -> None:
     """``X_Forwarded_For`` would become the same WSGI key as ``X-Forwarded-For``."""
-    from sasci_kg.web.prefork import _Connection, _Worker
+    from sasci_kg.web.prefork.worker import _Connection, _Worker
 
     class Bare:
         server_name, server_port = "127.0.0.1", 80
@@ -623,7 +625,7 @@ def memfds() -> list[int]:
 
 
 def outbox_worker(held: int) -> tuple[Any, socket.socket]:
-    from sasci_kg.web.prefork import _Worker
+    from sasci_kg.web.prefork.worker import _Worker
 
     slots = _Slots(1)
     slots.set_held(held)
@@ -634,7 +636,8 @@ def outbox_worker(held: int) -> tuple[Any, socket.socket]:
 
 
 def test_an_answer_that_fails_after_its_hand_over_began_leaves_no_memfd() -> None:
-    from sasci_kg.web.prefork import _Connection, _Request, _Worker
+    from sasci_kg.web.prefork.http import _Request
+    from sasci_kg.web.prefork.worker import _Connection, _Worker
 
     worker, control = outbox_worker(0)
     server_side, client = filled_connection()
@@ -655,7 +658,8 @@ def test_an_answer_that_fails_after_its_hand_over_began_leaves_no_memfd() -> Non
 def test_past_the_budget_a_worker_sends_its_answer_itself() -> None:
     """While the supervisor holds HANDOVER_BUDGET bytes of answers, a worker keeps its slow
     reader (within the answer's time budget) rather than adding to them."""
-    from sasci_kg.web.prefork import _SPILL, HANDOVER_BUDGET, _Connection, _Outbox
+    from sasci_kg.web.prefork.outbox import _SPILL, HANDOVER_BUDGET, _Outbox
+    from sasci_kg.web.prefork.worker import _Connection
 
     for held, handed in ((0, True), (HANDOVER_BUDGET, False)):
         worker, control = outbox_worker(held)

@@ -1,5 +1,5 @@
 """The production server: :func:`run_server` runs the app under the prefork server (the
-default on Linux: ``web/prefork.py``, where each HTTP process runs its own queries), granian
+default on Linux: ``web/prefork/``, where each HTTP process runs its own queries), granian
 or gunicorn, started programmatically. The CLI's ``serve`` command builds a
 :class:`ServerConfig` and calls it.
 

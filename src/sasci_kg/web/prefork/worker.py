@@ -1,0 +1,584 @@
+"""A worker process of the prefork server: it takes a connection, reads one request at a time,
+runs the app (and the query, under a watchdog) and sends the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import select
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import h11
+from flask import Flask
+from werkzeug.exceptions import InternalServerError
+
+from ...executor import QueryTimeoutError
+from ...local_runner import InProcessRunner
+from .. import FILE_BODY, SENT_BYTES, access_path
+from ..config import ServerConfig
+from .http import (
+    _HEAD_END,
+    _HOP_BY_HOP,
+    MAX_HEADER_BYTES,
+    PEEK_BYTES,
+    _bare_environ,
+    _check_head_size,
+    _complete,
+    _date,
+    _done_sending,
+    _drain,
+    _parse_plain,
+    _peek,
+    _raw_response,
+    _Refused,
+    _render,
+    _Request,
+    _response_headers,
+    _status_line,
+    refusal,
+)
+from .outbox import _Outbox
+from .slots import _ANSWERED, _BUSY, _ID, _IDLE, _SENDING, _Slots, _SlotStatus
+
+log = logging.getLogger("sasci_kg.web.prefork")
+access_log = logging.getLogger("sasci_kg.access")  # the app's access log (web/__init__.py)
+
+# A request whose line and headers are not in within this time is answered 408.
+READ_TIMEOUT = 15.0
+# A client that does not take the response within this time is dropped (an answer the
+# supervisor sends: no byte taken for this long).
+SEND_TIMEOUT = 60.0
+# A worker keeps an idle connection this long (unless others wait), then returns it.
+STICKY = 1.0
+# The name of a worker process (/proc/PID/comm).
+WORKER_NAME = b"sasci-kg-query"
+
+
+@dataclass
+class _Connection:
+    sock: socket.socket
+    ident: int
+    peer: tuple[str, int]
+    buffer: bytes = b""  # read, not yet used: the start of the next request
+    deadline: float = 0.0  # the request being read must be in by then (time.monotonic())
+
+    def wait(self, deadline: float, what: str) -> None:
+        """Give the next blocking call on the socket what is left of ``deadline``: each
+        request (and each answer) has one time budget, not one per piece."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Refused(408, f"{what} did not arrive in time")
+        self.sock.settimeout(left)
+
+
+class _Worker:
+    def __init__(self, index: int, app: Flask, wsgi: Callable[..., Iterable[bytes]],
+                 config: ServerConfig, listener: socket.socket, dispatch: socket.socket,
+                 control: socket.socket, slots: _Slots):
+        self.index, self.app, self.wsgi, self.config = index, app, wsgi, config
+        self.listener, self.dispatch, self.control, self.slots = listener, dispatch, control, slots
+        self.server_name, self.server_port = listener.getsockname()[:2]
+        self.status = _SlotStatus(slots, index)
+        self.body_limit = max(config.max_body_bytes, config.max_upload_bytes)
+        self.peek_buffer = bytearray(PEEK_BYTES)
+        self.stopping = False
+        self.current: tuple[_Connection, dict[str, Any]] | None = None
+        self._serial = 0
+        runtime = app.extensions["sasci_kg"]
+        self.runner = InProcessRunner(
+            config.backend_settings if config.is_remote else config.store,
+            on_expire=self._answer_timeout, status=self.status,
+            stats=lambda: slots.stats(index))
+        runtime.use_runner(self.runner)
+
+    # -- the loop
+
+    def run(self) -> None:
+        self.runner.warm_up()
+        conn: _Connection | None = None
+        while not self.stopping:
+            if conn is not None and conn.buffer:
+                conn = self._serve(conn)  # a pipelined request is already here
+                continue
+            poller = select.poll()
+            poller.register(self.listener, select.POLLIN)
+            poller.register(self.dispatch, select.POLLIN)
+            if conn is not None:
+                poller.register(conn.sock, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(1000 * (STICKY if conn else 0.5))}
+            # A request the supervisor handed over, or a new connection, goes first: a
+            # client that sends its next request at once must not keep the others waiting.
+            new = self._take() if ready - {conn.sock.fileno() if conn else -1} else None
+            if conn is not None and new is None and conn.sock.fileno() in ready:
+                conn = self._serve(conn)
+            else:
+                if conn is not None and (new is not None or not ready):
+                    self._hand_back(conn)  # someone else is waiting, or it has gone quiet
+                    conn = None
+                if new is not None:
+                    conn = self._serve(new)
+            if conn is not None and not conn.buffer and self.slots.queued():
+                # Requests wait in the supervisor for a free worker: this connection joins
+                # them at the back (its next request waits its turn), and the supervisor,
+                # woken by the hand-back, gives this process the oldest. (Not with a
+                # pipelined request already read: those bytes are only here.)
+                self._hand_back(conn)
+                conn = None
+        if conn is not None:
+            self._close(conn)
+
+    def _take(self) -> _Connection | None:
+        """A connection with a request waiting (from the supervisor) or a new one."""
+        try:
+            message, fds, _, _ = socket.recv_fds(self.dispatch, _ID.size, 1, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            pass
+        else:
+            if fds:
+                sock = socket.socket(fileno=fds[0])
+                return self._adopt(sock, _ID.unpack(message)[0], announce=False)
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:  # EMFILE and the like: wait, do not spin
+            log.warning("accept failed: %s", exc)
+            time.sleep(0.1)
+            return None
+        self._serial += 1
+        return self._adopt(sock, (os.getpid() << 24) | (self._serial & 0xFFFFFF), announce=True)
+
+    def _adopt(self, sock: socket.socket, ident: int, *, announce: bool) -> _Connection:
+        sock.setblocking(True)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            peer = sock.getpeername()[:2]
+        except OSError:
+            peer = ("", 0)
+        if announce:  # the supervisor keeps a duplicate, to answer if this process dies
+            socket.send_fds(self.control, [b"N" + _ID.pack(ident)], [sock.fileno()])
+        return _Connection(sock, ident, peer)
+
+    def _hand_back(self, conn: _Connection) -> None:
+        self.slots.write(self.index, _IDLE)
+        with contextlib.suppress(OSError):
+            self.control.send(b"I" + _ID.pack(conn.ident))
+        conn.sock.close()
+
+    def _close(self, conn: _Connection) -> None:
+        self.slots.write(self.index, _IDLE)
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_RDWR)  # the supervisor's duplicate keeps it open
+        conn.sock.close()
+        with contextlib.suppress(OSError):
+            self.control.send(b"C" + _ID.pack(conn.ident))
+
+    # -- one request
+
+    def _serve(self, conn: _Connection) -> _Connection | None:
+        """Answer one request on ``conn``; the connection if it stays open. A request that
+        is not all there yet goes back to the supervisor, to wait without holding us."""
+        if not conn.buffer:
+            try:
+                waiting = _peek(conn.sock, self.peek_buffer)
+            except OSError:
+                waiting = 0  # reset: the read below sees it
+            whole = waiting == 0 or (waiting is not None and (
+                _complete(memoryview(self.peek_buffer)[:waiting], self.body_limit)
+                or _done_sending(conn.sock)))
+            if not whole:
+                self._hand_back(conn)
+                return None
+        self.status.conn = conn.ident
+        self.slots.write(self.index, _BUSY, conn=conn.ident)  # reading counts as busy
+        keep: bool | None = False
+        try:
+            keep = self._answer(conn)
+        except (OSError, h11.LocalProtocolError):
+            keep = False
+        except Exception:  # noqa: BLE001 - a body that failed while being sent
+            log.exception("a response failed while it was being sent")
+            keep = False
+        finally:
+            # Handed over: the supervisor has the connection now, not this slot.
+            self.slots.write(self.index, _IDLE, conn=0 if keep is None else conn.ident)
+            self.current = None
+        if keep is None:
+            conn.sock.close()  # the supervisor's duplicate stays open: it sends the rest
+            return None
+        if keep and not self.stopping:
+            return conn
+        self._close(conn)
+        return None
+
+    def _read_head(self, conn: _Connection) -> bytes | None:
+        """The request line and headers (up to the blank line), or None if the client closed
+        or went quiet before starting a request."""
+        conn.deadline = time.monotonic() + READ_TIMEOUT
+        data = conn.buffer.lstrip(b"\r\n")  # RFC 9112 §2.2: ignore blank lines before it
+        while True:
+            blank = _HEAD_END.search(data)
+            if blank is not None:
+                conn.buffer = data[blank.end():]
+                head = data[:blank.end()]
+                _check_head_size(head)
+                return head
+            _check_head_size(data)
+            try:
+                conn.wait(conn.deadline, "the request")
+                more = conn.sock.recv(65536)
+            except (TimeoutError, _Refused):
+                if not data:
+                    return None
+                raise _Refused(408, "the request did not arrive in time") from None
+            if not more:
+                if data.strip():
+                    raise _Refused(400, "the connection closed in the middle of a request")
+                return None
+            data = (data + more).lstrip(b"\r\n")
+
+    def _read_exactly(self, conn: _Connection, length: int) -> bytes:
+        parts, size = [conn.buffer], len(conn.buffer)
+        while size < length:
+            try:
+                conn.wait(conn.deadline, "the request body")
+                more = conn.sock.recv(min(length - size, 1 << 20))
+            except TimeoutError:
+                raise _Refused(408, "the request body did not arrive in time") from None
+            if not more:
+                raise _Refused(400, "the connection closed in the middle of the request body")
+            parts.append(more)
+            size += len(more)
+        data = b"".join(parts)
+        conn.buffer = data[length:]
+        return data[:length]
+
+    def _answer(self, conn: _Connection) -> bool | None:
+        """Read one request, run the app, send its answer; whether the connection stays
+        (None: it went to the supervisor, with the rest of the answer to send)."""
+        try:
+            head = self._read_head(conn)
+            if head is None:
+                return False
+            request = _parse_plain(head)
+            if request is None:
+                return self._answer_h11(conn, head)
+            if request.length > self.body_limit:
+                raise _Refused(413, f"the request body is larger than {self.body_limit} bytes")
+            body = self._read_exactly(conn, request.length)
+        except _Refused as exc:
+            return self._refuse(conn, exc.status, exc.detail)
+        environ = self._environ(conn, request.method, request.target, request.minor,
+                                request.headers, body)
+        status, headers, chunks = self._run_app(conn, environ)
+        return self._send_plain(conn, request, status, headers, chunks, environ)
+
+    def _run_app(self, conn: _Connection, environ: dict[str, Any]
+                 ) -> tuple[str, list[tuple[str, str]], Iterable[bytes]]:
+        """Call the app (the watchdog may answer for it meanwhile), then start the answer's
+        time budget."""
+        self.current = (conn, environ)
+        answer = self._call_app(environ)
+        self.slots.write(self.index, _SENDING, conn=conn.ident)
+        conn.deadline = time.monotonic() + SEND_TIMEOUT  # (the outbox waits within it)
+        return answer
+
+    def _send_plain(self, conn: _Connection, request: _Request, status: str,
+                    headers: list[tuple[str, str]], chunks: Iterable[bytes],
+                    environ: dict[str, Any]) -> bool | None:
+        """Send the answer; whether the connection stays open, or None when the rest of it
+        went to the supervisor to send (a slow reader, a large answer: see :class:`_Outbox`)."""
+        code = int(status[:3])
+        keep = request.keep_alive and not self.stopping
+        no_body = request.method == "HEAD" or code in (204, 304) or code < 200
+        lines = [_status_line(code, status), f"Date: {_date.now()}"]
+        length = None
+        content_range = ""
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered in _HOP_BY_HOP or lowered == "date":  # (ours is above)
+                continue
+            if lowered == "content-length":
+                length = value
+            elif lowered == "content-range":
+                content_range = value
+            lines.append(f"{name}: {value}")
+        body = b""
+        file = environ.get(FILE_BODY) if code in (200, 206) and not no_body else None
+        if length is None:
+            file = None  # (a download always has its length; read it as any body if not)
+        outbox: _Outbox | None = None
+        try:
+            if no_body or file is not None:
+                pass
+            elif length is not None or isinstance(chunks, list):
+                if isinstance(chunks, list):
+                    body = b"".join(chunks)
+                    if length is None:
+                        lines.append(f"Content-Length: {len(body)}")
+            elif request.minor == 0:
+                keep = False  # no length and no chunked coding in HTTP/1.0: the close ends it
+            else:
+                lines.append("Transfer-Encoding: chunked")
+            if not keep:
+                lines.append("Connection: close")
+            elif request.minor == 0:
+                lines.append("Connection: keep-alive")
+            lines.append("\r\n")
+            outbox = _Outbox(self, conn, keep)
+            outbox.write("\r\n".join(lines).encode("latin-1") + body)
+            if file is not None:
+                start = int(content_range.split(" ", 1)[1].split("-", 1)[0]) if content_range else 0
+                sent = outbox.send_file(file.fileno(), start, int(length or 0))
+                environ[SENT_BYTES] = sent
+            elif not no_body and not isinstance(chunks, list):
+                chunked = length is None and request.minor == 1
+                whole = self._stream(outbox, chunks, chunked=chunked,
+                                     length=None if length is None else int(length))
+                outbox.keep = outbox.keep and whole
+            return outbox.finish()
+        finally:
+            if outbox is not None:
+                outbox.abort()  # (after a failure: the memfd it may have started)
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    def _stream(self, outbox: _Outbox, chunks: Iterable[bytes], *, chunked: bool,
+                length: int | None) -> bool:
+        """Send a body the app produces piece by piece; False if the connection must close
+        (the app sent more or less than its Content-Length)."""
+        sent = 0
+        for chunk in chunks:
+            if not chunk:
+                continue
+            if length is not None and sent + len(chunk) > length:
+                chunk = chunk[:length - sent]  # never more than the declared length
+                if not chunk:
+                    return False
+            sent += len(chunk)
+            outbox.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if chunked:
+            outbox.write(b"0\r\n\r\n")
+        return length is None or sent == length
+
+    # -- the rest of HTTP/1.1, by h11
+
+    def _answer_h11(self, conn: _Connection, head: bytes) -> bool | None:
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        http.receive_data(head + conn.buffer)
+        conn.buffer = b""
+        try:
+            event = self._h11_event(conn, http)
+            if isinstance(event, h11.ConnectionClosed):
+                return False
+            assert isinstance(event, h11.Request)
+            if not event.http_version.startswith(b"1."):  # (1.2 and on are read as 1.1)
+                raise _Refused(505, f"HTTP/{event.http_version.decode('ascii', 'replace')} "
+                                    "is not served here; use HTTP/1.1")
+            self.slots.write(self.index, _BUSY, conn=conn.ident)
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                # RFC 9112 §6.3: a smuggling attempt, or a broken client; either way, refuse.
+                raise _Refused(400, "both Content-Length and Transfer-Encoding; send one")
+            body = self._h11_body(conn, http, event)
+        except h11.RemoteProtocolError as exc:
+            return self._refuse(conn, exc.error_status_hint, str(exc))
+        except _Refused as exc:
+            return self._refuse(conn, exc.status, exc.detail)
+        environ = self._environ(conn, event.method.decode("ascii"), event.target,
+                                int(event.http_version[-1:] == b"1"), list(event.headers), body)
+        status_line, headers, chunks = self._run_app(conn, environ)
+        code, _, reason = _status_line(int(status_line[:3]), status_line)[9:].partition(" ")
+        headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP | {"date"}]
+        headers.append(("Date", _date.now()))
+        conn.buffer = bytes(http.trailing_data[0])  # a pipelined request, already here
+        outbox = _Outbox(self, conn, keep=True)
+        head_only = environ["REQUEST_METHOD"] == "HEAD"
+        try:
+            outbox.write(http.send(h11.Response(
+                status_code=int(code), reason=reason.encode("latin-1"),
+                headers=_response_headers(headers))) or b"")
+            for chunk in chunks:
+                if chunk and not head_only:
+                    outbox.write(http.send(h11.Data(data=chunk)) or b"")
+            outbox.write(http.send(h11.EndOfMessage()) or b"")
+        except BaseException:
+            outbox.abort()
+            raise
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        outbox.keep = (http.our_state is not h11.MUST_CLOSE and http.their_state is h11.DONE
+                       and not self.stopping)
+        return outbox.finish()
+
+    def _h11_event(self, conn: _Connection, http: h11.Connection) -> Any:
+        while True:
+            event = http.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                conn.wait(conn.deadline, "the request")
+                data = conn.sock.recv(65536)
+            except TimeoutError:
+                raise _Refused(408, "the request did not arrive in time") from None
+            http.receive_data(data)
+
+    def _h11_body(self, conn: _Connection, http: h11.Connection, request: h11.Request) -> bytes:
+        limit = self.body_limit
+        length = next((v for k, v in request.headers if k == b"content-length"), None)
+        if length is not None and int(length) > limit:
+            raise _Refused(413, f"the request body is larger than {limit} bytes")
+        chunked = any(k == b"transfer-encoding" for k, _ in request.headers)
+        if http.client_is_waiting_for_100_continue and (chunked or int(length or 0) > 0):
+            go_on = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            conn.sock.sendall(http.send(go_on) or b"")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = self._h11_event(conn, http)
+            if isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+            if isinstance(event, h11.ConnectionClosed):
+                raise _Refused(400, "the connection closed in the middle of the request body")
+            size += len(event.data)
+            if size > limit:
+                raise _Refused(413, f"the request body is larger than {limit} bytes")
+            parts.append(bytes(event.data))
+
+    def _refuse(self, conn: _Connection, status: int, detail: str) -> bool:
+        """An answer for a request the app never sees (malformed, too large, too slow)."""
+        if status == 501:  # a transfer coding other than chunked: the client's error
+            status = 400
+        log.info("refused a request from %s: %s %s", conn.peer[0], status, detail)
+        with contextlib.suppress(OSError):
+            conn.sock.settimeout(5.0)
+            conn.sock.sendall(refusal(self.app, status, detail))
+            _drain(conn.sock)
+        return False
+
+    def _environ(self, conn: _Connection, method: str, target: bytes, minor: int,
+                 headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
+        target = target.partition(b"#")[0]  # (never sent by a browser; granian drops it)
+        path, _, query = target.partition(b"?")
+        if path.startswith(b"http://") or path.startswith(b"https://"):  # absolute form
+            path = b"/" + path.split(b"/", 3)[3] if path.count(b"/") >= 3 else b"/"
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "QUERY_STRING": query.decode("latin-1"),
+            "RAW_URI": target.decode("latin-1"),
+            "REQUEST_URI": target.decode("latin-1"),
+            "SERVER_NAME": str(self.server_name),
+            "SERVER_PORT": str(self.server_port),
+            "SERVER_PROTOCOL": f"HTTP/1.{minor}",
+            "REMOTE_ADDR": conn.peer[0],
+            "REMOTE_PORT": str(conn.peer[1]),
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        for name, value in headers:
+            if b"_" in name:  # X_Forwarded_For would pass for X-Forwarded-For: dropped
+                continue
+            key = name.decode("latin-1").upper().replace("-", "_")
+            if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+                continue  # the body is read whole: its length is CONTENT_LENGTH above
+            if key != "CONTENT_TYPE":
+                key = "HTTP_" + key
+            text = value.decode("latin-1")
+            if key in environ:
+                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
+            environ[key] = text
+        return environ
+
+    def _call_app(self, environ: dict[str, Any]
+                  ) -> tuple[str, list[tuple[str, str]], Iterable[bytes]]:
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Any:
+            started[:] = [status, headers]
+            return lambda data: None
+
+        try:
+            chunks = self.wsgi(environ, start_response)
+            if not started:  # a generator body: start_response comes with its first chunk
+                iterator = iter(chunks)
+                first = next(iterator, b"")
+                chunks = _Prepended(first, iterator, chunks)
+        except Exception:  # noqa: BLE001 - Flask answers its own errors; this is a bug
+            log.exception("the app failed on %s %s", environ["REQUEST_METHOD"],
+                          environ["PATH_INFO"])
+            line, headers, body = _render(self.app, InternalServerError(), _bare_environ(0))
+            return line, headers, [body]
+        return started[0], started[1], chunks
+
+    # -- a query past its limit (from the watchdog thread; the main thread is in pyoxigraph)
+
+    def _answer_timeout(self, limit: float) -> None:
+        try:
+            current = self.current
+            state = self.slots.read(self.index)[0]
+            if current is not None and state == _BUSY:
+                conn, environ = current
+                log.warning("query process %s ended after the %.1f s limit", os.getpid(), limit)
+                status, headers, body = _render(self.app, QueryTimeoutError(limit), environ)
+                access_log.info("%s %s %s %.1fms %dB", environ["REQUEST_METHOD"],
+                                access_path(environ),
+                                status.split(" ")[0], limit * 1000, len(body))
+                _flush_logs()
+                # Everything else first: the process ends right after the client has it.
+                self.slots.write(self.index, _ANSWERED, conn=conn.ident)
+                conn.sock.settimeout(5.0)
+                conn.sock.sendall(_raw_response(status, headers, body))
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+        except Exception:  # noqa: BLE001 - the process ends either way
+            log.exception("could not answer a timed-out request")
+        finally:
+            _flush_logs()
+            os._exit(3)
+
+    def stop(self, *_: Any) -> None:
+        self.stopping = True
+
+
+class _Prepended:
+    """A WSGI body whose first chunk has been read already (to see the status)."""
+
+    def __init__(self, first: bytes, rest: Iterable[bytes], original: Iterable[bytes]):
+        self.first, self.rest, self.original = first, rest, original
+
+    def __iter__(self) -> Any:
+        yield self.first
+        yield from self.rest
+
+    def close(self) -> None:
+        close = getattr(self.original, "close", None)
+        if close is not None:
+            close()
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger("sasci_kg").handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
