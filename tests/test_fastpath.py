@@ -19,7 +19,7 @@ from conftest import TRIG, app_for, make_store
 from flask import Flask
 from werkzeug.test import Client
 
-from sasci_kg.web.result_cache import CachedAnswer, ResultCache
+from sasci_kg.web.result_cache import CachedAnswer, ResultCache, SmallMemo
 
 NAMES = "SELECT ?name WHERE { ?s schema:name ?name } ORDER BY ?name"
 FORM = "application/x-www-form-urlencoded"
@@ -211,6 +211,19 @@ def test_result_cache_keeps_within_its_budget() -> None:
     assert json.dumps(cache.stats())
 
 
+def test_the_memo_of_checked_texts_is_bounded_by_their_characters_too() -> None:
+    memo = SmallMemo(100, max_key_chars=25)
+    for text in ("a" * 10, "b" * 10):
+        memo.put(text, text.upper())
+    assert memo.get("a" * 10) == "A" * 10 and memo.get("b" * 10) == "B" * 10
+    memo.put("c" * 10, "C")  # 30 characters in all: emptied, then kept
+    assert memo.get("a" * 10) is None and memo.get("c" * 10) == "C"
+    counted = SmallMemo(2)
+    for key in range(3):
+        counted.put(key, key)
+    assert counted.get(0) is None and counted.get(2) == 2
+
+
 # ---------------------------------------------------------------------------------------
 # Pages kept per store generation (web/page_cache.py).
 
@@ -267,7 +280,8 @@ def test_the_form_decoder_agrees_with_urllib() -> None:
     from sasci_kg.web.fastpath import _parse_form
 
     pieces = ["%", "a", "=", "&", "+", " ", "\r", "\n", "é", "%C3%A9", "%FF", "%2", "%zz",
-              "%3D", "%26", "%7B", "query", "%0A", "\t", "_"]
+              "%3D", "%3d", "%26", "%7B", "%7b", "query", "%0A", "%0d", "\t", "_", "=3D", "%%",
+              "%3", "D", "%2 ", "% ", "%\t", "0", "f", "%e", "%C3", "%=", "%%%"]
     rng = random.Random(7)
     for _ in range(20000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))

@@ -734,8 +734,11 @@ def test_time_grows_linearly(name: str) -> None:
     for label, check in checks:
         small, large = _shortest_times(check, texts)
         # Linear: 4x (quadratic was 16x); the millisecond is for timer noise on tiny times. On
-        # a busy machine a linear time can look 6x once; a quadratic one stays 16x.
-        if large > 6 * small + 0.001:
+        # a busy machine a linear time can look 6x now and then (it did once in a full run);
+        # a quadratic one stays 16x however often it is measured.
+        for _ in range(3):
+            if large < 6 * small + 0.001:
+                break
             again = _shortest_times(check, texts)
             small, large = min(small, again[0]), min(large, again[1])
         assert large < 6 * small + 0.001, f"{label}: {small * 1e3:.1f} -> {large * 1e3:.1f} ms"

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -151,6 +151,8 @@ class QueryJob:
     base_iri: str | None = None
     max_rows: int = 100_000
     max_bytes: int = 64 * 1024 * 1024
+    # The store generation the request saw, when it looked (saves the worker looking again).
+    generation: Generation | None = None
 
 
 @dataclass(frozen=True)
@@ -438,8 +440,10 @@ class _StoreHandle:
         self.generation: Generation | None = None
         self._store: ox.Store | None = None
 
-    def get(self) -> ox.Store:
-        generation = store_generation(self.path)
+    def get(self, seen: Generation | None = None) -> ox.Store:
+        """The store; ``seen`` is its generation if the caller has just looked (a new one is
+        looked at again after it is opened, as always)."""
+        generation = seen or store_generation(self.path)
         if generation is None:
             raise StoreUnavailableError(
                 f"{self.path}: no store here (is a load replacing it?); try again shortly"
@@ -520,7 +524,7 @@ def _run_query(job: QueryJob, handle: _StoreHandle, parsed: Callable[[], None]) 
         kwargs["named_graphs"] = [ox.NamedNode(g) for g in job.named_graphs or ()]
     elif job.union:
         kwargs["use_default_graph_as_union"] = True
-    store = handle.get()
+    store = handle.get(job.generation)
     try:
         result = store.query(job.sparql, **kwargs)
     except SyntaxError as exc:
@@ -933,6 +937,8 @@ def _dispatch(job: Job, handle: _StoreHandle | _RemoteHandle, parsed: Callable[[
             # opened yet: run once more on the new store.
             if attempt == 2 or not handle.changed():
                 raise
+            if isinstance(job, QueryJob):  # (the generation it saw is the old one)
+                job = replace(job, generation=None)
     raise AssertionError("unreachable")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import binascii
 import io
-import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -30,9 +29,6 @@ from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query
 
 QUERY_PATHS = frozenset({"/sparql", "/query"})
 SPARQL_QUERY = "application/sparql-query"
-# A form value whose only escapes are well-formed %XX (and no '=' or line breaks, which
-# binascii's quoted-printable decoder would read as its own syntax).
-_PLAIN_ESCAPES = re.compile(r"[^%=\r\n]*(?:%[0-9A-Fa-f]{2}[^%=\r\n]*)*")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -160,10 +156,17 @@ def _form_unquote(raw: str) -> str | None:
     raw = raw.replace("+", " ")
     if "%" not in raw:
         return raw
-    if not raw.isascii() or _PLAIN_ESCAPES.fullmatch(raw) is None:
+    if (not raw.isascii() or "=" in raw or "\r" in raw or "\n" in raw
+            or raw.rfind("%") > len(raw) - 3):  # (binascii drops an "=" at the very end)
+        return None
+    decoded = binascii.a2b_qp(raw.replace("%", "="))
+    # Each %XX escape becomes one byte; binascii keeps an "=" that starts none (or drops it
+    # alone), so anything longer means a malformed escape, which urllib reads its own way.
+    # (Checking the escapes with a regular expression first cost ~7 µs a query.)
+    if len(decoded) != len(raw) - 2 * raw.count("%"):
         return None
     try:
-        return binascii.a2b_qp(raw.replace("%", "=")).decode("utf-8")
+        return decoded.decode("utf-8")
     except UnicodeDecodeError:
         return None
 

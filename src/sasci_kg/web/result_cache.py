@@ -105,16 +105,25 @@ class ResultCache:
 
 class SmallMemo:
     """A bounded memo for cheap-to-recompute, often-repeated values (checked query texts,
-    negotiated formats): when full it is simply emptied, which keeps it trivially correct."""
+    negotiated formats): when full it is simply emptied, which keeps it trivially correct.
 
-    def __init__(self, max_entries: int):
+    ``max_key_chars`` also bounds the characters of its keys (query texts), in all."""
+
+    def __init__(self, max_entries: int, max_key_chars: int | None = None):
         self.max_entries = max_entries
+        self.max_key_chars = max_key_chars
         self._values: dict[Hashable, Any] = {}
+        self._key_chars = 0
 
     def get(self, key: Hashable) -> Any:
         return self._values.get(key)
 
     def put(self, key: Hashable, value: Any) -> None:
-        if len(self._values) >= self.max_entries:
+        limit = self.max_key_chars
+        chars = len(key) if isinstance(key, str) else 0
+        if len(self._values) >= self.max_entries or (
+                limit is not None and self._key_chars + chars > limit):
             self._values = {}  # a plain dict swap: safe to race with readers under the GIL
+            self._key_chars = 0
         self._values[key] = value
+        self._key_chars += chars
