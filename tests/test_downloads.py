@@ -145,6 +145,16 @@ def test_a_store_that_cannot_be_written_beside_gets_a_private_cache(tmp_path: Pa
     assert DownloadCache.beside(tmp_path / "store").root == tmp_path / ".store.downloads"
 
 
+def test_a_cache_chosen_ahead_makes_no_folder_until_a_download(tmp_path: Path) -> None:
+    # (The prefork server chooses its cache before it forks, so that the workers share it.)
+    cache = DownloadCache.beside(tmp_path / "a", make=False)
+    assert cache.root == tmp_path / ".a.downloads" and not cache.root.exists()
+    (tmp_path / ".b.downloads").write_text("in the way")
+    private = DownloadCache.beside(tmp_path / "b", make=False)
+    assert private.root.is_dir() and not private.root.is_relative_to(tmp_path)
+    private.close()
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     _load(tmp_path / "store", "alice")

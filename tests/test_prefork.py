@@ -743,3 +743,54 @@ def test_folders_of_a_server_that_was_killed_are_removed_at_the_next_start(
     living.mkdir()
     with run_live_server(store_path, tmp_path, server="prefork", query_workers=1):
         assert not stale.exists() and living.exists()
+
+
+def test_workers_share_one_download_cache_when_none_can_be_made_beside_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the folder beside the store cannot be made (a read-only store; here a file is in
+    the way), the downloads go to a private folder: one of the server's, made before the
+    workers fork, so that they share it and its lock. One per worker, each could be making
+    the same download at once (a sort of the whole dataset in memory each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = make_store(tmp_path / "store")
+    (tmp_path / ".store.downloads").write_text("in the way")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    with run_live_server(store, tmp_path, server="prefork", query_workers=2) as live:
+        def fetch(_: int) -> int:
+            return requests.get(f"{live.url}/download/sasci-kg.nt", timeout=60).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(fetch, range(8)))
+        assert 200 in codes and set(codes) <= {200, 503}, codes  # 503: being made
+        assert fetch(0) == 200
+        assert len(list(temp.glob("sasci-kg-downloads-*"))) == 1
+        assert not list(temp.glob("skw*/sasci-kg-downloads-*"))  # none of a worker's own
+    assert not list(temp.glob("sasci-kg-downloads-*"))  # removed when the server stopped
+
+
+def test_a_request_after_a_long_idle_waits_its_turn_and_its_wait_is_logged(
+        store_path: Path, tmp_path: Path) -> None:
+    """``queue_timeout`` counts from the request, not from when its connection went idle: a
+    keep-alive client quiet for longer than that got 503 at once whenever every worker was
+    busy. The access log's duration includes the time the request waited for a worker."""
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=1,
+                         queue_timeout=1.5) as live:
+        with requests.Session() as idle:
+            assert idle.get(live.sparql, params={"query": "ASK {}"}, timeout=10).ok
+            time.sleep(2.5)  # quiet for longer than queue_timeout (the supervisor holds it)
+            busy = threading.Thread(target=lambda: requests.get(
+                live.sparql, params={"query": ENDLESS, "timeout": "1"}, timeout=30))
+            busy.start()  # the only worker, for a second (then 504 and a new worker)
+            time.sleep(0.3)
+            started = time.monotonic()
+            response = idle.get(live.sparql, params={"query": "ASK {}", "x": "1"}, timeout=30)
+            waited = time.monotonic() - started
+            busy.join()
+        assert response.status_code == 200, response.text
+        assert waited > 0.4, waited  # it did wait for the worker
+        time.sleep(0.5)  # log lines are written in batches
+        logged = re.findall(r"GET /sparql\?query=…&x=… 200 ([0-9.]+)ms", live.log())
+    assert len(logged) == 1 and float(logged[0]) >= 0.8 * waited * 1000, (logged, waited)

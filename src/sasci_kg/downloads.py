@@ -92,11 +92,16 @@ class DownloadCache:
         self._owner = os.getpid() if private else None  # removes root when closed
 
     @classmethod
-    def beside(cls, store: Path) -> DownloadCache:
+    def beside(cls, store: Path, *, make: bool = True) -> DownloadCache:
         """The cache of the store at ``store``: ``.<name>.downloads`` in the same folder,
         or, where that folder cannot be written (a read-only store), a private temporary
-        folder removed when the process ends."""
+        folder removed when the process ends. Unless ``make``, the folder beside the store
+        is not made now when it could be (it is, with the first download)."""
         root = store.parent / f".{store.name}.downloads"
+        if not make:
+            usable = (root.is_dir() and os.access(root, os.W_OK | os.X_OK) if root.exists()
+                      else os.access(store.parent, os.W_OK | os.X_OK))
+            return cls(root) if usable else cls.private()
         try:
             root.mkdir(parents=True, exist_ok=True)
             if os.access(root, os.W_OK | os.X_OK):

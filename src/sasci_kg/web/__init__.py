@@ -126,23 +126,26 @@ def access_path(environ: dict[str, Any]) -> str:
 
 # Environ keys between the app and the prefork server: the app names a response body that
 # is a file (the server sends it from the file with sendfile, never reading it into memory),
-# and the server says how many bytes that body came to (for the access log).
+# and the server says how many bytes that body came to, and how long the request waited for a
+# free worker before it reached the app (both for the access log).
 FILE_BODY = "sasci_kg.file_body"
 SENT_BYTES = "sasci_kg.sent_bytes"
+QUEUED_SECONDS = "sasci_kg.queued_seconds"
 
 
 class AccessLog:
     """WSGI middleware: one log line per request, to the ``sasci_kg.access`` logger.
 
     ``method path?names status duration bytes``: query-string values are left out (they can
-    hold queries, tokens or personal data); only the parameter names are kept.
+    hold queries, tokens or personal data); only the parameter names are kept. The duration
+    counts from when the request was whole, time spent queued for a worker included.
     """
 
     def __init__(self, app: Callable[..., Any]):
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        started = time.perf_counter()
+        started = time.perf_counter() - environ.get(QUEUED_SECONDS, 0.0)
         seen: dict[str, str] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

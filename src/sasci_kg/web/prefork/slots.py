@@ -12,6 +12,9 @@ _IDLE, _BUSY, _SENDING, _ANSWERED, _DEAD = 0, 1, 2, 3, 4
 # state, query job?, parsed?, connection id, deadline (CLOCK_MONOTONIC, 0 when none)
 _SLOT = struct.Struct("<BBBxxxxxQd")
 _ID = struct.Struct("<Q")
+# A request handed to a worker: the connection's id, and when the request was whole there
+# (CLOCK_MONOTONIC: the time it waited for a worker counts in its logged duration).
+_DISPATCH = struct.Struct("<Qd")
 
 
 class _Slots:

@@ -32,9 +32,10 @@ from ...executor import (
 )
 from .. import close_app, create_app
 from ..config import ServerConfig
+from ..resources import share_downloads
 from .http import PEEK_BYTES, _bare_environ, _complete, _peek, _raw_response, _render, refusal
 from .outbox import _BLOCK, _SPILL, SEND_SLICE
-from .slots import _BUSY, _DEAD, _ID, _IDLE, _SENDING, _Slots
+from .slots import _BUSY, _DEAD, _DISPATCH, _ID, _IDLE, _SENDING, _Slots
 from .worker import READ_TIMEOUT, SEND_TIMEOUT, WORKER_NAME, _flush_logs, _Worker
 
 log = logging.getLogger("sasci_kg.web.prefork")
@@ -90,6 +91,7 @@ class Supervisor:
         self.listener = _listen(config.host, config.port)
         self.listener.setblocking(False)
         self.app = create_app(config)
+        share_downloads(self.app)  # (one cache, one lock for every worker)
         self.wsgi = self.app.wsgi_app
         self.slots = _Slots(processes)
         self.dispatch_out, self.dispatch_in = socket.socketpair(
@@ -337,22 +339,26 @@ class Supervisor:
                 self.idle[ident] = time.monotonic()
             return
         since = self.idle.pop(ident)
+        # The request's clock starts with its first bytes: now, unless it came in pieces
+        # (not when the connection went idle: a client idle for longer than queue_timeout
+        # got 503 at once whenever every worker was busy).
+        arrived = since if ident in self.partial else time.monotonic()
         self.partial.discard(ident)
         with contextlib.suppress(OSError):
             self.epoll.unregister(fd)
         if self._all_busy():
-            self.ready[ident] = since  # waits here for a free worker, or gets a 503
+            self.ready[ident] = arrived  # waits here for a free worker, or gets a 503
             if len(self.ready) > self.config.queue_size:
                 self._shed(ident)
             return
-        self._dispatch(ident)
+        self._dispatch(ident, arrived)
 
-    def _dispatch(self, ident: int) -> None:
+    def _dispatch(self, ident: int, arrived: float) -> None:
         try:
-            socket.send_fds(self.dispatch_out, [_ID.pack(ident)],
+            socket.send_fds(self.dispatch_out, [_DISPATCH.pack(ident, arrived)],
                             [self.connections[ident].fileno()])
         except BlockingIOError:  # the hand-over queue is full: wait here for a free worker
-            self.ready[ident] = time.monotonic()
+            self.ready[ident] = arrived
         except OSError as exc:
             log.warning("could not hand a connection to a worker: %s", exc)
             self._forget(ident)
@@ -378,8 +384,7 @@ class Supervisor:
         if not busy:
             free = sum(self.slots.read(i)[0] == _IDLE for i in range(self.processes))
             for ident in list(self.ready)[:max(free, 1)]:  # oldest first, one per free worker
-                del self.ready[ident]
-                self._dispatch(ident)
+                self._dispatch(ident, self.ready.pop(ident))
             return
         now = time.monotonic()
         for ident, since in list(self.ready.items()):
