@@ -559,7 +559,14 @@ def test_refusals_never_hold_up_the_supervisor(server: LiveServer) -> None:
         for sock in clients:
             sock.close()
         thread.join(timeout=30)
-    assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+    # First come, first served: the requests queued before (of clients gone since) go first,
+    # and while they fill the queue a newcomer is told to come back.
+    deadline = time.monotonic() + 5
+    while (response := requests.get(server.sparql, params={"query": "ASK {}"},
+                                    timeout=10)).status_code == 503:
+        assert time.monotonic() < deadline and response.headers.get("Retry-After")
+        time.sleep(0.2)
+    assert response.ok
 
 
 # ---------------------------------------------------------------------------------------
@@ -766,9 +773,35 @@ def test_workers_share_one_download_cache_when_none_can_be_made_beside_the_store
             codes = list(pool.map(fetch, range(8)))
         assert 200 in codes and set(codes) <= {200, 503}, codes  # 503: being made
         assert fetch(0) == 200
-        assert len(list(temp.glob("sasci-kg-downloads-*"))) == 1
-        assert not list(temp.glob("skw*/sasci-kg-downloads-*"))  # none of a worker's own
-    assert not list(temp.glob("sasci-kg-downloads-*"))  # removed when the server stopped
+        # (named like the workers' folders: a server started after a kill removes it)
+        assert len(list(temp.glob("skw*-downloads_*"))) == 1
+        assert not list(temp.glob("skw*/*downloads*"))  # none of a worker's own
+    assert not list(temp.glob("skw*-downloads_*"))  # removed when the server stopped
+
+
+def test_a_request_that_arrives_while_others_queue_goes_behind_them() -> None:
+    """First come, first served: a request that becomes whole while others wait in the
+    supervisor's queue joins it at the back, even if a worker looks free at that moment."""
+    from sasci_kg.web.prefork import Supervisor
+
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        handed: list[int] = []
+        fake = types.SimpleNamespace(
+            by_fd={left.fileno(): 7}, idle={7: 0.0}, connections={7: left}, partial=set(),
+            peek_buffer=bytearray(PEEK_BYTES), body_limit=1 << 20, epoll=select.epoll(),
+            ready={3: time.monotonic() - 1}, config=types.SimpleNamespace(queue_size=8),
+            _all_busy=lambda: False, _dispatch_pending=lambda: False,
+            _dispatch=lambda ident, arrived: handed.append(ident))
+        fake.epoll.register(left.fileno(), select.EPOLLIN)
+        Supervisor._readable(fake, left.fileno())  # type: ignore[arg-type]
+        assert handed == [] and list(fake.ready) == [3, 7]
+        fake.ready.clear()
+        fake.idle[7] = 0.0
+        fake.epoll.register(left.fileno(), select.EPOLLIN)
+        Supervisor._readable(fake, left.fileno())  # type: ignore[arg-type]
+        assert handed == [7]  # nobody waiting: straight to a worker
 
 
 def test_a_request_after_a_long_idle_waits_its_turn_and_its_wait_is_logged(

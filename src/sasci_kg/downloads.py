@@ -92,7 +92,8 @@ class DownloadCache:
         self._owner = os.getpid() if private else None  # removes root when closed
 
     @classmethod
-    def beside(cls, store: Path, *, make: bool = True) -> DownloadCache:
+    def beside(cls, store: Path, *, make: bool = True,
+               private_prefix: str = "sasci-kg-downloads-") -> DownloadCache:
         """The cache of the store at ``store``: ``.<name>.downloads`` in the same folder,
         or, where that folder cannot be written (a read-only store), a private temporary
         folder removed when the process ends. Unless ``make``, the folder beside the store
@@ -101,19 +102,19 @@ class DownloadCache:
         if not make:
             usable = (root.is_dir() and os.access(root, os.W_OK | os.X_OK) if root.exists()
                       else os.access(store.parent, os.W_OK | os.X_OK))
-            return cls(root) if usable else cls.private()
+            return cls(root) if usable else cls.private(private_prefix)
         try:
             root.mkdir(parents=True, exist_ok=True)
             if os.access(root, os.W_OK | os.X_OK):
                 return cls(root)
         except OSError:
             pass
-        return cls.private()
+        return cls.private(private_prefix)
 
     @classmethod
-    def private(cls) -> DownloadCache:
+    def private(cls, prefix: str = "sasci-kg-downloads-") -> DownloadCache:
         """A cache in a new temporary folder of this process, removed when it ends."""
-        root = Path(tempfile.mkdtemp(prefix="sasci-kg-downloads-"))
+        root = Path(tempfile.mkdtemp(prefix=prefix))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         return cls(root, private=True)
 

@@ -594,16 +594,17 @@ def _download_rows(gen: _Generation) -> list[dict[str, Any]]:
 # Downloads: /download/sasci-kg.ttl, … (each optionally .gz)
 
 
-def share_downloads(app: Flask) -> None:
+def share_downloads(app: Flask, private_prefix: str) -> None:
     """Make the app's download cache now: a server that forks its processes after this
     (the prefork server) gives them one folder and one lock. Made in each process instead,
     the cache of a store whose folder cannot be written is a private folder per process,
     each with its own lock, so that every process could be making the same download at
-    once (each sorts the whole dataset in memory: ~10 GiB at 10^7 triples)."""
+    once (each sorts the whole dataset in memory: ~10 GiB at 10^7 triples). A private
+    folder's name starts with ``private_prefix``."""
     config = app.config["SASCI_KG"]
     if not config.is_remote and "sasci_kg_downloads" not in app.extensions:
-        app.extensions["sasci_kg_downloads"] = DownloadCache.beside(Path(config.store),
-                                                                    make=False)
+        app.extensions["sasci_kg_downloads"] = DownloadCache.beside(
+            Path(config.store), make=False, private_prefix=private_prefix)
 
 
 def _download_source(gen: _Generation | None = None) -> tuple[DownloadCache, str | None, Maker]:

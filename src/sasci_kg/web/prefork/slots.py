@@ -8,7 +8,8 @@ from __future__ import annotations
 import mmap
 import struct
 
-_IDLE, _BUSY, _SENDING, _ANSWERED, _DEAD = 0, 1, 2, 3, 4
+# (_STARTING: forked, not yet taking requests; it then writes _IDLE.)
+_IDLE, _BUSY, _SENDING, _ANSWERED, _DEAD, _STARTING = 0, 1, 2, 3, 4, 5
 # state, query job?, parsed?, connection id, deadline (CLOCK_MONOTONIC, 0 when none)
 _SLOT = struct.Struct("<BBBxxxxxQd")
 _ID = struct.Struct("<Q")

@@ -35,7 +35,7 @@ from ..config import ServerConfig
 from ..resources import share_downloads
 from .http import PEEK_BYTES, _bare_environ, _complete, _peek, _raw_response, _render, refusal
 from .outbox import _BLOCK, _SPILL, SEND_SLICE
-from .slots import _BUSY, _DEAD, _DISPATCH, _ID, _IDLE, _SENDING, _Slots
+from .slots import _BUSY, _DEAD, _DISPATCH, _ID, _IDLE, _SENDING, _STARTING, _Slots
 from .worker import READ_TIMEOUT, SEND_TIMEOUT, WORKER_NAME, _flush_logs, _Worker
 
 log = logging.getLogger("sasci_kg.web.prefork")
@@ -91,7 +91,9 @@ class Supervisor:
         self.listener = _listen(config.host, config.port)
         self.listener.setblocking(False)
         self.app = create_app(config)
-        share_downloads(self.app)  # (one cache, one lock for every worker)
+        # One download cache (and lock) for every worker; a private one is named like the
+        # workers' folders, so a later server removes it if this one is killed.
+        share_downloads(self.app, private_prefix=f"skw{os.getpid()}-downloads_")
         self.wsgi = self.app.wsgi_app
         self.slots = _Slots(processes)
         self.dispatch_out, self.dispatch_in = socket.socketpair(
@@ -102,6 +104,7 @@ class Supervisor:
         self.connections: dict[int, socket.socket] = {}  # every open connection's duplicate
         self.idle: dict[int, float] = {}  # connections held here: id -> since
         self.epoll = select.epoll()
+        self.expired_at = 0.0  # when _expire_idle last looked
         self.stopping = False
         self.crashes: list[float] = []
         self.failed = False
@@ -166,7 +169,10 @@ class Supervisor:
                 self._readable(fd, mask)
         self._reap()
         self._enforce_deadlines()
-        self._expire_idle()
+        now = time.monotonic()
+        if now - self.expired_at >= 0.1:  # (it walks every connection held here)
+            self.expired_at = now
+            self._expire_idle()
         self._balance()
         if self.slots.queued() != len(self.ready):
             self.slots.set_queued(len(self.ready))
@@ -175,7 +181,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.slots.write(index, _IDLE)
+        self.slots.write(index, _STARTING)  # (no request is handed to it until it is ready)
         # The worker's temporary files (search indexes, the isolated pool's forkserver, a
         # private download cache) go in a folder of its own, which we remove when it has
         # ended: a worker killed (at its deadline, by the OOM killer) cannot clean up.
@@ -346,12 +352,19 @@ class Supervisor:
         self.partial.discard(ident)
         with contextlib.suppress(OSError):
             self.epoll.unregister(fd)
-        if self._all_busy():
-            self.ready[ident] = arrived  # waits here for a free worker, or gets a 503
+        if self.ready or self._all_busy() or self._dispatch_pending():
+            self.ready[ident] = arrived  # waits its turn here, or gets a 503
             if len(self.ready) > self.config.queue_size:
                 self._shed(ident)
             return
         self._dispatch(ident, arrived)
+
+    def _dispatch_pending(self) -> bool:
+        """Whether a request handed over is still waiting for a worker to take it."""
+        try:
+            return bool(self.dispatch_in.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            return False
 
     def _dispatch(self, ident: int, arrived: float) -> None:
         try:
@@ -373,7 +386,9 @@ class Supervisor:
     def _balance(self) -> None:
         """While every worker is busy, take new connections here (their requests queue, as
         many as ``queue_size``, each at most ``queue_timeout`` seconds, then get a 503);
-        once one is free, hand the queued requests over, oldest first."""
+        once one is free, hand the queued requests over, oldest first: one per idle worker,
+        and only once the last ones handed over were taken (a request in the hand-over socket
+        is out of reach of ``queue_timeout``)."""
         busy = self._all_busy()
         if busy != self.holding_listener:
             if busy:
@@ -381,11 +396,10 @@ class Supervisor:
             else:
                 self.epoll.unregister(self.listener.fileno())
             self.holding_listener = busy
-        if not busy:
+        if not busy and self.ready and not self._dispatch_pending():
             free = sum(self.slots.read(i)[0] == _IDLE for i in range(self.processes))
-            for ident in list(self.ready)[:max(free, 1)]:  # oldest first, one per free worker
+            for ident in list(self.ready)[:free]:  # oldest first, one per idle worker
                 self._dispatch(ident, self.ready.pop(ident))
-            return
         now = time.monotonic()
         for ident, since in list(self.ready.items()):
             if now - since > self.config.queue_timeout:

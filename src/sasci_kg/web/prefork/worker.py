@@ -110,6 +110,7 @@ class _Worker:
 
     def run(self) -> None:
         self.runner.warm_up()
+        self.slots.write(self.index, _IDLE)  # ready: the supervisor may hand requests over
         conn: _Connection | None = None
         turn_ends = 0.0  # while others wait, this connection is served until then
         while not self.stopping:
