@@ -137,8 +137,9 @@ class AccessLog:
     """WSGI middleware: one log line per request, to the ``sasci_kg.access`` logger.
 
     ``method path?names status duration bytes``: query-string values are left out (they can
-    hold queries, tokens or personal data); only the parameter names are kept. The duration
-    counts from when the request was whole, time spent queued for a worker included.
+    hold queries, tokens or personal data); only the parameter names are kept. Under the
+    prefork server the duration counts from the request's first bytes (as nginx's
+    ``$request_time`` does), so time spent queued for a worker is in it.
     """
 
     def __init__(self, app: Callable[..., Any]):

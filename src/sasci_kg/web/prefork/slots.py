@@ -13,7 +13,7 @@ _IDLE, _BUSY, _SENDING, _ANSWERED, _DEAD, _STARTING = 0, 1, 2, 3, 4, 5
 # state, query job?, parsed?, connection id, deadline (CLOCK_MONOTONIC, 0 when none)
 _SLOT = struct.Struct("<BBBxxxxxQd")
 _ID = struct.Struct("<Q")
-# A request handed to a worker: the connection's id, and when the request was whole there
+# A request handed to a worker: the connection's id, and when its first bytes arrived
 # (CLOCK_MONOTONIC: the time it waited for a worker counts in its logged duration).
 _DISPATCH = struct.Struct("<Qd")
 

@@ -75,7 +75,7 @@ class _Connection:
     peer: tuple[str, int]
     buffer: bytes = b""  # read, not yet used: the start of the next request
     deadline: float = 0.0  # the request being read must be in by then (time.monotonic())
-    arrived: float = 0.0  # when the supervisor had its request whole (0: it did not)
+    arrived: float = 0.0  # when the request the supervisor handed over began (0: none)
 
     def wait(self, deadline: float, what: str) -> None:
         """Give the next blocking call on the socket what is left of ``deadline``: each
