@@ -159,6 +159,17 @@ def test_syntax_error_is_400_with_line_and_column(client: FlaskClient) -> None:
     assert (body["line"], body["column"]) == (2, 8)
 
 
+def test_an_undeclared_prefix_is_named_in_the_error(client: FlaskClient) -> None:
+    # pyoxigraph says "expected one of Prefix not found, ['%'], ['-' | '0' ..= '9' | …": the
+    # endpoint names the prefix and the fix instead.
+    query = "SELECT * WHERE {\n  ?x schema:name ?n ; nosuch:thing ?y }"
+    body = assert_problem(client.get("/sparql", query_string={"query": query}), 400,
+                          "syntax-error")
+    assert body["line"] == 2
+    assert "the prefix nosuch: (in nosuch:thing) is declared neither in the query nor among " \
+        "the endpoint's default prefixes; declare it: PREFIX nosuch: <" in body["detail"]
+
+
 def test_default_prefixes_apply_without_prefix_lines(client: FlaskClient) -> None:
     query = "SELECT ?p WHERE { ?p a schema:Person ; schema:affiliation organisation:engine }"
     response = client.get("/sparql", query_string={"query": query, "format": "csv"})

@@ -501,14 +501,25 @@ class _RemoteHandle:
 
 
 _SYNTAX = re.compile(r"error at (\d+):(\d+): (.*)", re.DOTALL)
+# The prefixed name that ends where the parser stopped ("Prefix not found").
+_PNAME_BEFORE = re.compile(r"([A-Za-z][\w.-]*)?:[\w.%:-]*\Z")
 
 
-def _syntax_error(exc: SyntaxError) -> QuerySyntaxError:
+def _syntax_error(exc: SyntaxError, sparql: str = "") -> QuerySyntaxError:
     text = str(exc)
     m = _SYNTAX.match(text)
     if not m:
         return QuerySyntaxError(f"syntax error: {text[:300]}")
     line, column, rest = int(m.group(1)), int(m.group(2)), " ".join(m.group(3).split())
+    lines = sparql.split("\n")
+    name = (_PNAME_BEFORE.search(lines[line - 1][:column - 1])
+            if rest.startswith("expected one of Prefix not found") and line <= len(lines)
+            else None)
+    if name is not None:
+        # pyoxigraph lists every character it would have taken instead: say what is wrong.
+        prefix = name.group(1) or ""
+        rest = (f"the prefix {prefix}: (in {name.group(0)}) is declared neither in the query "
+                f"nor among the endpoint's default prefixes; declare it: PREFIX {prefix}: <…>")
     if len(rest) > 200:
         rest = rest[:200] + "…"
     return QuerySyntaxError(
@@ -528,7 +539,7 @@ def _run_query(job: QueryJob, handle: _StoreHandle, parsed: Callable[[], None]) 
     try:
         result = store.query(job.sparql, **kwargs)
     except SyntaxError as exc:
-        raise _syntax_error(exc) from None
+        raise _syntax_error(exc, job.sparql) from None
     parsed()
     return _serialise_result(result, job)
 
@@ -639,7 +650,7 @@ def _check_syntax(job: QueryJob, handle: _RemoteHandle) -> None:
     try:
         handle.parser().query(job.sparql, prefixes=dict(job.prefixes), base_iri=job.base_iri)
     except SyntaxError as exc:
-        raise _syntax_error(exc) from None
+        raise _syntax_error(exc, job.sparql) from None
 
 
 def _remote_dataset(parts: tuple[str, ...] | None) -> list[str] | None:
@@ -728,7 +739,7 @@ def _apply_write(job: UpdateJob | GraphWriteJob, store: ox.Store) -> dict[str, A
         try:
             store.update(job.sparql, prefixes=dict(job.prefixes), base_iri=job.base_iri)
         except SyntaxError as exc:
-            raise _syntax_error(exc) from None
+            raise _syntax_error(exc, job.sparql) from None
         return {}
     graph = ox.NamedNode(job.graph)
     exists = store.contains_named_graph(graph)
