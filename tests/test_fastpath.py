@@ -9,6 +9,7 @@ per store generation and dropped by a swap, volatile queries never kept.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,8 @@ def test_answers_are_kept_per_store_generation(fresh_store: Path, monkeypatch: A
         assert client.get("/sparql", query_string={"query": ask}).json["boolean"] is False
         assert runs == [ask]  # once: the two repeats came from the cache
         assert runtime.results.stats()["hits"] == 2
-        assert client.get("/healthz").json["answer_cache"]["entries"] == 1
+        kept = client.get("/healthz").json["answer_cache"]
+        assert kept["entries"] == 1 and kept["process"] == os.getpid()  # (one per process)
         # A load swaps a new store in: the kept answer is for the old one, and is not used.
         make_store(fresh_store, TRIG.replace('"Cy"', '"Cyrus"'))
         assert client.get("/sparql", query_string={"query": ask}).json["boolean"] is True

@@ -667,7 +667,9 @@ def healthz() -> Response:
         # Busy or slow: say so rather than queue behind the queries.
         body.update(quads=None, graphs=None, note="workers busy; counts not refreshed")
     body["workers"] = runtime.pool().stats()
-    body["answer_cache"] = runtime.results.stats()  # answers kept for this store generation
+    # Answers kept for this store generation: each server process keeps its own, so the
+    # figures are those of the process that answered (named, since calls alternate).
+    body["answer_cache"] = {**runtime.results.stats(), "process": os.getpid()}
     response = Response(json.dumps(body) + "\n", content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
