@@ -268,6 +268,20 @@ def test_resource_document_has_both_directions_and_labels(client: FlaskClient) -
     assert any(q.subject == lse and q.predicate.value.endswith("#label") for q in quads)
 
 
+def test_a_resource_document_starts_with_the_resource_itself(client: FlaskClient) -> None:
+    # Sorted by subject alone, a person's Turtle began with the labels of the terms it uses
+    # (http://www.w3.org/ns/prov#… sorts before https://w3id.org/…).
+    turtle = client.get("/id/person/adam-lent.ttl").get_data(as_text=True)
+    statements = [line for line in turtle.splitlines()
+                  if line.strip() and not line.startswith("@prefix")]
+    assert statements[0].startswith(("person:adam-lent ", f"<{PERSON}> ")), statements[:3]
+    lines = client.get("/id/person/adam-lent.nt").get_data(as_text=True).splitlines()
+    own = [line.startswith(f"<{PERSON}> ") for line in lines]
+    assert own[0] and own == sorted(own, reverse=True)  # all its own, then the rest
+    # The same statements as before, in another order; exports keep the canonical order.
+    assert sorted(lines) == sorted(set(lines))
+
+
 def test_ontology_page(client: FlaskClient) -> None:
     html = page(client, "/def")
     for anchor in ("Session", "Fact", "certainty", "evidence"):

@@ -84,21 +84,26 @@ def used_prefixes(quads: Iterable[ox.Quad], prefixes: dict[str, str] = PREFIXES)
     return dict(sorted(used.items()))
 
 
-def sort_quads(quads: Iterable[ox.Quad]) -> list[ox.Quad]:
-    """Quads in our canonical order: by graph, subject, predicate, object (as N-Quads)."""
+def sort_quads(quads: Iterable[ox.Quad], first: str | None = None) -> list[ox.Quad]:
+    """Quads in our canonical order: by graph, subject, predicate, object (as N-Quads); in
+    each graph, the statements about ``first`` (an IRI) before the others."""
+    lead = f"<{first}>" if first is not None else None
     return sorted(
         quads,
-        key=lambda q: (str(q.graph_name), str(q.subject), str(q.predicate), str(q.object)),
+        key=lambda q: (str(q.graph_name), str(q.subject) != lead, str(q.subject),
+                       str(q.predicate), str(q.object)),
     )
 
 
 def serialize_quads(
-    quads: Iterable[ox.Quad], format_name: str, *, canonical: bool = False
+    quads: Iterable[ox.Quad], format_name: str, *, canonical: bool = False,
+    first: str | None = None,
 ) -> bytes:
     """Serialise quads deterministically; triple formats merge all graphs into one.
 
     ``canonical`` (N-Quads only) gives the RDFC-1.0 canonical form: blank nodes relabelled by
-    ``Dataset.canonicalize`` and the lines in code point order.
+    ``Dataset.canonicalize`` and the lines in code point order. ``first``: an IRI whose own
+    statements come first (in each graph), as a document about it reads best.
     """
     fmt = get_format(format_name)
     if canonical:
@@ -106,13 +111,13 @@ def serialize_quads(
             raise ExportError(f"canonical output is N-Quads only, not '{format_name}'; "
                               "use --format nq with --canonical")
         return canonical_nquads(quads)
-    ordered = sort_quads(quads)
+    ordered = sort_quads(quads, first)
     if fmt.name == "jsonld":
         return compact_jsonld(ordered)
     if fmt.quads:
         items: list[ox.Quad] | list[ox.Triple] = ordered
     else:
-        items = sort_triples(q.triple for q in ordered)
+        items = sort_triples((q.triple for q in ordered), first)
     prefixes = used_prefixes(ordered) if fmt.name in ("ttl", "trig", "rdfxml") else None
     data = ox.serialize(items, format=fmt.rdf_format, prefixes=prefixes) or b""
     if fmt.name in ("ttl", "trig"):
@@ -120,9 +125,12 @@ def serialize_quads(
     return data
 
 
-def sort_triples(triples: Iterable[ox.Triple]) -> list[ox.Triple]:
-    """Distinct triples in our canonical order: by subject, predicate, object."""
-    return sorted(set(triples), key=lambda t: (str(t.subject), str(t.predicate), str(t.object)))
+def sort_triples(triples: Iterable[ox.Triple], first: str | None = None) -> list[ox.Triple]:
+    """Distinct triples in our canonical order: by subject, predicate, object (the statements
+    about ``first``, an IRI, before the others)."""
+    lead = f"<{first}>" if first is not None else None
+    return sorted(set(triples), key=lambda t: (str(t.subject) != lead, str(t.subject),
+                                               str(t.predicate), str(t.object)))
 
 
 def _sort_prefix_lines(data: bytes) -> bytes:

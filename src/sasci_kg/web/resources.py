@@ -287,8 +287,8 @@ def _finish(response: Response, *, path: str, extension: str | None, chosen: For
     return response.make_conditional(request)
 
 
-def _rdf(quads: Iterable[ox.Quad], fmt: Format) -> Response:
-    body = serialize_quads(quads, fmt.key)
+def _rdf(quads: Iterable[ox.Quad], fmt: Format, *, about: str | None = None) -> Response:
+    body = serialize_quads(quads, fmt.key, first=about)
     return Response(body, content_type=fmt.content_type)
 
 
@@ -445,8 +445,8 @@ def _resource_response(namespace: str, rest: str) -> BaseResponse:
     chosen = _choose(extension)
     gen = _site().current()
     if chosen is not None:
-        return _finish(_rdf(description.quads(), chosen), path=path, extension=extension,
-                       chosen=chosen)
+        return _finish(_rdf(description.quads(), chosen, about=iri), path=path,
+                       extension=extension, chosen=chosen)
     view = _Viewer(gen.labels, description.labels)
     page = _render(
         "resource.html", page="resource", iri=iri, path=path, d=description,
