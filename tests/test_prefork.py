@@ -215,6 +215,24 @@ def test_http_1_0_closes_unless_asked_to_keep(server: LiveServer) -> None:
             assert statuses(head) == [200] and b"Connection: keep-alive" in head
 
 
+def test_a_blank_line_after_a_body_holds_no_worker(server: LiveServer) -> None:
+    """Some clients end a POST body with an extra CRLF, which RFC 9112 §2.2 says to ignore
+    before the next request. Left in the worker's buffer, it read as a pipelined request
+    begun: the only worker waited for the rest of it (15 s) while the client sat idle."""
+    port = int(server.url.rsplit(":", 1)[1])
+    body = b"query=ASK%7B%7D"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /sparql HTTP/1.1\r\nHost: a\r\nContent-Type: "
+                     b"application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s\r\n"
+                     % (len(body), body))
+        assert statuses(sock.recv(65536)) == [200]
+        started = time.monotonic()
+        assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+        assert time.monotonic() - started < 1.0
+        sock.sendall(b"GET /sparql?query=ASK%7B%7D HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert statuses(sock.recv(65536)) == [200]  # and the connection goes on
+
+
 def test_a_slow_client_holds_no_worker(server: LiveServer) -> None:
     """The only worker stays free while a client sends its request a byte at a time."""
     port = int(server.url.rsplit(":", 1)[1])

@@ -115,6 +115,11 @@ class _Worker:
         turn_ends = 0.0  # while others wait, this connection is served until then
         while not self.stopping:
             if conn is not None and conn.buffer:
+                # RFC 9112 §2.2: blank lines before a request are ignored (some clients end
+                # a body with one). Left here, one read as a request begun: the worker
+                # waited for the rest while the client sat idle.
+                conn.buffer = conn.buffer.lstrip(b"\r\n")
+            if conn is not None and conn.buffer:
                 conn = self._serve(conn)  # a pipelined request is already here
                 continue
             poller = select.poll()
