@@ -87,12 +87,12 @@ def used_prefixes(quads: Iterable[ox.Quad], prefixes: dict[str, str] = PREFIXES)
 def sort_quads(quads: Iterable[ox.Quad], first: str | None = None) -> list[ox.Quad]:
     """Quads in our canonical order: by graph, subject, predicate, object (as N-Quads); in
     each graph, the statements about ``first`` (an IRI) before the others."""
-    lead = f"<{first}>" if first is not None else None
-    return sorted(
-        quads,
-        key=lambda q: (str(q.graph_name), str(q.subject) != lead, str(q.subject),
-                       str(q.predicate), str(q.object)),
-    )
+    if first is None:  # (the exports: millions of quads, no extra work per key)
+        return sorted(quads, key=lambda q: (str(q.graph_name), str(q.subject),
+                                            str(q.predicate), str(q.object)))
+    lead = f"<{first}>"
+    return sorted(quads, key=lambda q: (str(q.graph_name), str(q.subject) != lead,
+                                        str(q.subject), str(q.predicate), str(q.object)))
 
 
 def serialize_quads(
@@ -128,7 +128,10 @@ def serialize_quads(
 def sort_triples(triples: Iterable[ox.Triple], first: str | None = None) -> list[ox.Triple]:
     """Distinct triples in our canonical order: by subject, predicate, object (the statements
     about ``first``, an IRI, before the others)."""
-    lead = f"<{first}>" if first is not None else None
+    if first is None:
+        return sorted(set(triples),
+                      key=lambda t: (str(t.subject), str(t.predicate), str(t.object)))
+    lead = f"<{first}>"
     return sorted(set(triples), key=lambda t: (str(t.subject) != lead, str(t.subject),
                                                str(t.predicate), str(t.object)))
 
