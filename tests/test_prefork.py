@@ -265,6 +265,19 @@ def test_idle_keep_alive_connections_hold_no_worker(server: LiveServer) -> None:
             session.close()
 
 
+def _exchange(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
+    """Send ``request`` on a keep-alive connection; its answer's head and body."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
 def _ask_in_a_loop(port: int, seconds: float) -> list[float]:
     """Ask ``ASK {}`` on one keep-alive connection, the next request as soon as the answer is
     in, for ``seconds``; how long each answer took."""
@@ -274,14 +287,7 @@ def _ask_in_a_loop(port: int, seconds: float) -> list[float]:
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
             started = time.monotonic()
-            sock.sendall(request)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += sock.recv(65536)
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-            while len(body) < length:
-                body += sock.recv(65536)
+            head, _ = _exchange(sock, request)
             assert head.startswith(b"HTTP/1.1 200"), head
             took.append(time.monotonic() - started)
     return took
@@ -845,3 +851,69 @@ def test_a_request_after_a_long_idle_waits_its_turn_and_its_wait_is_logged(
         time.sleep(0.5)  # log lines are written in batches
         logged = re.findall(r"GET /sparql\?query=…&x=… 200 ([0-9.]+)ms", live.log())
     assert len(logged) == 1 and float(logged[0]) >= 0.8 * waited * 1000, (logged, waited)
+
+
+# ---------------------------------------------------------------------------------------
+# One answer cache for all workers, and answers sent again for the same request bytes.
+
+
+def _cache_stats(live: LiveServer) -> dict[str, Any]:
+    stats: dict[str, Any] = requests.get(live.url + "/healthz", timeout=10).json()[
+        "answer_cache"]
+    return stats
+
+
+def test_workers_share_their_answers(store_path: Path, tmp_path: Path) -> None:
+    """A query answered by one worker is a hit in the other: the answer cache is one for
+    all (each kept its own, so a repeated query missed whenever it reached another)."""
+    query = "SELECT ?s WHERE { ?s ?p ?o } ORDER BY ?s LIMIT 2"
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=2) as live:
+        processes = set()
+        for asked in range(1, 41):  # a new connection each time: either worker takes it
+            response = requests.get(live.sparql, params={"query": query},
+                                    headers={"Connection": "close"}, timeout=10)
+            assert response.ok, response.text
+            processes.add(_cache_stats(live)["process"])
+            if len(processes) == 2 and asked >= 8:
+                break
+        stats = _cache_stats(live)
+    assert len(processes) == 2  # both workers were answering
+    assert stats["shared"] is True
+    assert stats["misses"] == 1 and stats["hits"] == asked - 1, stats
+
+
+def _without_date(head: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*", b"", head)
+
+
+def test_the_same_request_bytes_get_the_same_answer_again(
+        fresh_store: Path, tmp_path: Path) -> None:
+    """A query answer depends only on the request's bytes and the store generation: the
+    worker sends a kept answer again (with a new Date) without running the app, and a load
+    ends that at once. A query that answers differently each time is never sent again."""
+    query = "SELECT ?name WHERE { ?s <https://schema.org/name> ?name } ORDER BY ?name"
+    request = ("GET /sparql?query=" + requests.utils.quote(query) + " HTTP/1.1\r\n"
+               "Host: a\r\nAccept: text/csv\r\n\r\n").encode()
+    with run_live_server(fresh_store, tmp_path, server="prefork", query_workers=1) as live:
+        port = int(live.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            first = _exchange(sock, request)
+            again = [_exchange(sock, request) for _ in range(3)]
+            before = _cache_stats(live)
+            make_store(fresh_store, '<urn:g> { <urn:x> <https://schema.org/name> "Only" . }\n')
+            after_load = _exchange(sock, request)
+            other = _exchange(sock, request.replace(b"text/csv", b"text/tab-separated-values"))
+            random = request.replace(
+                requests.utils.quote(query).encode(),
+                requests.utils.quote("SELECT (STRUUID() AS ?u) {}").encode())
+            randoms = {_exchange(sock, random)[1] for _ in range(3)}
+        time.sleep(0.5)  # log lines are written in batches
+        log = live.log()
+    assert first[0].startswith(b"HTTP/1.1 200 ") and b"text/csv" in first[0]
+    assert all(_without_date(head) == _without_date(first[0]) and body == first[1]
+               for head, body in again)
+    assert before["replayed"] == 3 and before["misses"] == 1, before
+    assert after_load[1] == b"name\r\nOnly\r\n", after_load  # the new store, at once
+    assert other[0].startswith(b"HTTP/1.1 200 ") and b"text/tab-separated-values" in other[0]
+    assert len(randoms) == 3  # volatile: run each time
+    assert len(re.findall(r"GET /sparql\?query=… 200 ", log)) == 1 + 3 + 1 + 1 + 3

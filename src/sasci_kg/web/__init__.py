@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from flask import Flask, Response, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -115,13 +115,30 @@ def _cors(response: Response) -> Response:
 def access_path(environ: dict[str, Any]) -> str:
     """The path as the access log writes it: with the parameter names but never their values
     (they can hold queries, tokens or personal data)."""
-    path: str = environ.get("PATH_INFO", "")
-    query_string = environ.get("QUERY_STRING")
+    return logged_path(environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
+
+
+def logged_path(path: str, query_string: str) -> str:
+    """:func:`access_path` of a path and a query string."""
     if query_string:
-        names = dict.fromkeys(n for n, _ in parse_qsl(query_string, keep_blank_values=True))
+        # The names as parse_qsl decodes them (its values are never needed here).
+        names = dict.fromkeys(
+            unquote_plus(name) if "%" in name or "+" in name else name
+            for name in (part.partition("=")[0] for part in query_string.split("&") if part))
         if names:
             path += "?" + "&".join(f"{name}=…" for name in names)
     return path
+
+
+def log_access(method: str, path: str, status: str, seconds: float, size: int) -> None:
+    """Write one access-log line (``path`` as :func:`access_path` gives it)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    # makeRecord + handle, not info(): the caller's file and line (a stack walk on every
+    # request) say nothing in an access log.
+    access_log.handle(access_log.makeRecord(
+        access_log.name, logging.INFO, __file__, 0, "%s %s %s %.1fms %dB",
+        (method, path, status, seconds * 1000, size), None))
 
 
 # Environ keys between the app and the prefork server: the app names a response body that
@@ -131,6 +148,9 @@ def access_path(environ: dict[str, Any]) -> str:
 FILE_BODY = "sasci_kg.file_body"
 SENT_BYTES = "sasci_kg.sent_bytes"
 QUEUED_SECONDS = "sasci_kg.queued_seconds"
+# Set by the lean query route on an answer that the same request bytes would get again until
+# the next load (its value: that store generation): the prefork server may replay it.
+REPLAYABLE = "sasci_kg.replayable"
 
 
 class AccessLog:
@@ -197,16 +217,9 @@ class _Logged:
         self.logged = True
         if not access_log.isEnabledFor(logging.INFO):
             return
-        path = access_path(self.environ)
-        # makeRecord + handle, not info(): the caller's file and line (a stack walk on every
-        # request) say nothing in an access log.
-        access_log.handle(access_log.makeRecord(
-            access_log.name, logging.INFO, __file__, 0, "%s %s %s %.1fms %dB",
-            (self.environ.get("REQUEST_METHOD", "-"), path, self.seen.get("status", "-"),
-             (time.perf_counter() - self.started) * 1000,
-             self.environ.get(SENT_BYTES, self.sent)),
-            None,
-        ))
+        log_access(self.environ.get("REQUEST_METHOD", "-"), access_path(self.environ),
+                   self.seen.get("status", "-"), time.perf_counter() - self.started,
+                   self.environ.get(SENT_BYTES, self.sent))
 
 
 __all__ = ["ServerConfig", "close_app", "create_app", "load_config", "register_blueprints"]

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 from flask import Flask
 from werkzeug.datastructures import MultiDict
 
-from . import EXPOSED_HEADERS
+from . import EXPOSED_HEADERS, REPLAYABLE
 from .problems import error_response
 from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query
 
@@ -69,6 +69,10 @@ class QueryFastPath:
                        ("Access-Control-Expose-Headers", EXPOSED_HEADERS)]
         if answer.status != 304:
             headers = [*headers, ("Content-Length", str(len(answer.body)))]
+        if answer.generation is not None:
+            # The same request gives the same answer until the next load: the prefork
+            # server may keep this response and send it again (see its worker's replay).
+            environ[REPLAYABLE] = answer.generation
         status = HTTPStatus(answer.status)
         start_response(f"{status.value} {status.phrase}", headers)
         return [] if method == "HEAD" or answer.status == 304 else [answer.body]
@@ -80,7 +84,7 @@ class QueryFastPath:
         query_string = environ.get("QUERY_STRING", "")
         if not query_string.isascii():
             raise _PassOn
-        url_params = parse_qsl(query_string, keep_blank_values=True, errors="werkzeug.url_quote")
+        url_params = _parse_form(query_string)
         if method in ("GET", "HEAD"):
             params: MultiDict[str, str] = MultiDict(url_params)
             return params, _only_query(params)

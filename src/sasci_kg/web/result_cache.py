@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from werkzeug.http import parse_etags
 
@@ -45,6 +45,21 @@ class CachedAnswer:
     etag: str
 
 
+class AnswerCache(Protocol):
+    """What the query route needs of a cache of answers (:class:`ResultCache` in one
+    process; :class:`~.shared_cache.SharedResultCache` for a forking server's processes)."""
+
+    max_bytes: int
+    max_entry_bytes: int
+
+    def get(self, generation: Any, key: Hashable, *, replay: bool = False
+            ) -> CachedAnswer | None: ...
+
+    def put(self, generation: Any, key: Hashable, answer: CachedAnswer) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
 class ResultCache:
     """A thread-safe LRU of answers for one store generation at a time.
 
@@ -61,21 +76,23 @@ class ResultCache:
         self._size = 0
         self.hits = 0
         self.misses = 0
+        self.replayed = 0
 
-    def get(self, generation: Any, key: Hashable) -> CachedAnswer | None:
-        """The answer kept for ``key`` under ``generation``, if any (and mark it recent)."""
+    def get(self, generation: Any, key: Hashable, *, replay: bool = False
+            ) -> CachedAnswer | None:
+        """The answer kept for ``key`` under ``generation``, if any (and mark it recent).
+        ``replay``: a look for a whole response to send again, where a miss is not counted
+        (the app looks again) and a hit is counted as replayed too."""
         if self.max_bytes <= 0:
             return None
         with self._lock:
-            if generation != self._generation:
+            answer = self._entries.get(key) if generation == self._generation else None
+            if answer is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                self.replayed += replay
+            elif not replay:
                 self.misses += 1
-                return None
-            answer = self._entries.get(key)
-            if answer is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
             return answer
 
     def put(self, generation: Any, key: Hashable, answer: CachedAnswer) -> None:
@@ -100,7 +117,8 @@ class ResultCache:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"entries": len(self._entries), "bytes": self._size,
-                    "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses}
+                    "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses,
+                    "replayed": self.replayed}
 
 
 class SmallMemo:

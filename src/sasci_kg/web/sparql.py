@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyoxigraph as ox
 from flask import Blueprint, Response, current_app, redirect, request, url_for
@@ -64,7 +64,15 @@ from .problems import (
     problem,
     remote_detail,
 )
-from .result_cache import CachedAnswer, ResultCache, SmallMemo, entity_tag, not_modified
+from .result_cache import (
+    AnswerCache,
+    CachedAnswer,
+    ResultCache,
+    SmallMemo,
+    entity_tag,
+    not_modified,
+)
+from .shared_cache import SharedResultCache
 
 bp = Blueprint("sparql", __name__)
 log = logging.getLogger("sasci_kg.web")
@@ -95,7 +103,8 @@ class Runtime:
             default_prefixes=PREFIXES,
         )
         cache_bytes = config.result_cache_mb * 1024 * 1024
-        self.results = ResultCache(cache_bytes, max_entry_bytes=max(cache_bytes // 8, 1))
+        self.results: AnswerCache = ResultCache(cache_bytes,
+                                                 max_entry_bytes=max(cache_bytes // 8, 1))
         # The guard's verdicts on texts seen before: a repeated query is answered from the
         # result cache, and checking it again (~20 µs) was most of what such an answer cost.
         # At 1,024 entries a round of the benchmark's light mix (12,000 texts) found none.
@@ -388,6 +397,9 @@ class QueryAnswer:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    # The store generation this answer holds for, when it is kept in (or came from) the
+    # answer cache: the same request gives the same answer until the next load.
+    generation: Generation | None = None
 
 
 # Conditional requests are answered for GET and HEAD only: RFC 9110 §13.1.2 asks for 412, not
@@ -416,36 +428,37 @@ def answer_query(
     checked = runtime.check(text)
     fmt = runtime.negotiate(accept, format_overrides(params), offered_for(checked))
     conditional = method in CONDITIONAL_METHODS
-    answer = _cached_or_run(runtime, text, fmt, checked, default_graph, named_graphs, limit,
-                            tagged=conditional)
+    answer, generation = _cached_or_run(runtime, text, fmt, checked, default_graph,
+                                        named_graphs, limit, tagged=conditional)
     headers = [("Content-Type", fmt.content_type), ("Vary", "Accept")]
     if conditional:
         # The answer is fixed until the next load: caches keep it, and revalidate (ETag).
         headers += [("ETag", f'"{answer.etag}"'), ("Cache-Control", "no-cache")]
         if if_none_match and not_modified(if_none_match, answer.etag):
-            return QueryAnswer(304, headers[1:], b"")
+            return QueryAnswer(304, headers[1:], b"", generation)
     headers += [
         ("X-Result-Rows", str(answer.rows)),
         ("Server-Timing", f"exec;dur={answer.seconds * 1000:.1f}"),
     ]
     if download:
         headers.append(("Content-Disposition", content_disposition(fmt, "query-result")))
-    return QueryAnswer(200, headers, answer.body)
+    return QueryAnswer(200, headers, answer.body, generation)
 
 
 def _cached_or_run(
     runtime: Runtime, text: str, fmt: Format, checked: Checked,
     default_graph: Sequence[str], named_graphs: Sequence[str], limit: float, *, tagged: bool,
-) -> CachedAnswer:
-    """The answer, from the cache or a worker; its entity tag is computed only when the
-    answer is kept or ``tagged`` (a GET or HEAD, which sends it)."""
+) -> tuple[CachedAnswer, Generation | None]:
+    """The answer, from the cache or a worker, and the store generation it is kept under
+    (None: not kept); its entity tag is computed only when the answer is kept or ``tagged``
+    (a GET or HEAD, which sends it)."""
     keep = not checked.volatile and runtime.results.max_bytes > 0
     generation = runtime.generation() if keep else None
     key = (text, fmt.media_type, tuple(default_graph), tuple(named_graphs))
     if generation is not None:
         cached = runtime.results.get(generation, key)
         if cached is not None:
-            return cached
+            return cached, generation
     outcome = execute_query(
         text, fmt, timeout=limit, default_graph=default_graph, named_graphs=named_graphs,
         checked=checked, runtime=runtime, generation=generation,
@@ -455,8 +468,10 @@ def _cached_or_run(
     # Kept under the generation the worker answered from (a load may have swapped since).
     worked_on = outcome.info.get("generation")
     if generation is not None and worked_on is not None:
-        runtime.results.put(tuple(worked_on), key, answer)
-    return answer
+        kept = cast(Generation, tuple(worked_on))
+        runtime.results.put(kept, key, answer)
+        return answer, kept
+    return answer, None
 
 
 def read_query_request() -> tuple[MultiDict[str, str], str | None]:
@@ -667,9 +682,12 @@ def healthz() -> Response:
         # Busy or slow: say so rather than queue behind the queries.
         body.update(quads=None, graphs=None, note="workers busy; counts not refreshed")
     body["workers"] = runtime.pool().stats()
-    # Answers kept for this store generation: each server process keeps its own, so the
-    # figures are those of the process that answered (named, since calls alternate).
-    body["answer_cache"] = {**runtime.results.stats(), "process": os.getpid()}
+    # Answers kept for this store generation: the prefork server's processes share one
+    # cache; under the other servers each process keeps its own, so the figures are those
+    # of the process that answered (named, since calls alternate).
+    shared = isinstance(runtime.results, SharedResultCache)
+    body["answer_cache"] = {**runtime.results.stats(), "shared": shared,
+                            "process": os.getpid()}
     response = Response(json.dumps(body) + "\n", content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response

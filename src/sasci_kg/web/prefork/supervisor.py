@@ -33,6 +33,7 @@ from ...executor import (
 from .. import close_app, create_app
 from ..config import ServerConfig
 from ..resources import share_downloads
+from ..shared_cache import share_results
 from .http import PEEK_BYTES, _bare_environ, _complete, _peek, _raw_response, _render, refusal
 from .outbox import _BLOCK, _SPILL, SEND_SLICE
 from .slots import _BUSY, _DEAD, _DISPATCH, _ID, _IDLE, _SENDING, _STARTING, _Slots
@@ -94,6 +95,9 @@ class Supervisor:
         # One download cache (and lock) for every worker; a private one is named like the
         # workers' folders, so a later server removes it if this one is killed.
         share_downloads(self.app, private_prefix=f"skw{os.getpid()}-downloads_")
+        # One answer cache for every worker: a repeated query is answered whichever worker
+        # it reaches, and the budget holds each answer once.
+        share_results(self.app, processes)
         self.wsgi = self.app.wsgi_app
         self.slots = _Slots(processes)
         self.dispatch_out, self.dispatch_in = socket.socketpair(
@@ -225,6 +229,9 @@ class Supervisor:
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
             os.environ[MAKER_MEMORY_LIMIT_ENV] = str(soft)  # the makers get the server's own
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        bind = getattr(self.app.extensions["sasci_kg"].results, "bind", None)
+        if bind is not None:
+            bind(index)  # this worker's row of the shared cache's counters
         worker = _Worker(index, self.app, self.wsgi, self.config, self.listener,
                          self.dispatch_in, control, self.slots)
         signal.signal(signal.SIGTERM, worker.stop)

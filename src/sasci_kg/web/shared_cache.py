@@ -1,0 +1,241 @@
+"""One answer cache for every process of a forking server, in shared memory.
+
+The prefork server's workers are processes: a :class:`~.result_cache.ResultCache` in each
+would compute and keep every answer once per worker, so a repeated query missed whenever
+it reached another worker, and the memory budget held each answer several times.
+:class:`SharedResultCache` has the same interface and lives in one memory file the server
+makes before it forks (:func:`share_results`), mapped by every worker.
+
+The layout is a log and an index, the way an append-only cache is usually kept in shared
+memory:
+
+- the *log* is a ring of ``max_bytes``: each answer is appended as one record (its key's
+  digest, a checksum, the row count, the time it took, its entity tag and body), and the
+  oldest records are written over when the ring comes round (first in, first out);
+- the *index* is a table of slots ``(digest, position, length)``, found by the key's digest
+  with a few probes; a slot whose record the ring has passed over is free.
+
+Writers take a POSIX record lock on the memory file (the kernel lets go of it if a worker
+dies holding it). Readers take no lock: a record is copied out, then checked against its
+checksum and the log's write position, so an answer being overwritten while read is a miss,
+never a wrong answer. The store generation is part of each key's digest, so a new build's
+answers never meet an old one's (the old ones age out of the ring).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Hashable
+from typing import Any
+
+from flask import Flask
+
+from .result_cache import CachedAnswer
+
+_MAGIC = 0x5341534349434331  # "SASCICC1"
+# header: magic, reserve (end of the record being written), head (end of the last written),
+# index slots, ring bytes, counter rows
+_HEADER = struct.Struct("<QQQQQQ")
+_HEADER_BYTES = 64
+_COUNTER = struct.Struct("<QQQ")  # hits, misses, replayed of one process
+_SLOT = struct.Struct("<16sQI4x")  # digest, position in the log (+1; 0: empty), length
+_RECORD = struct.Struct("<I16s16sQdH")  # length, digest, checksum, rows, seconds, tag length
+_PROBES = 8
+_ALIGN = 8
+_RESERVE_AT, _HEAD_AT = 8, 16
+_POSITION = struct.Struct("<Q")
+
+
+def _checksum(digest: bytes, meta: bytes, tag: bytes, body: bytes) -> bytes:
+    h = hashlib.blake2b(digest, digest_size=16)
+    h.update(meta)
+    h.update(tag)
+    h.update(body)
+    return h.digest()
+
+
+class SharedResultCache:
+    """A :class:`~.result_cache.ResultCache` for several processes (see the module text).
+
+    Made before the fork; ``counters`` is how many processes keep their own hit and miss
+    counts in it (each one says which with :meth:`bind`); they are summed in :meth:`stats`.
+    """
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int, counters: int = 1):
+        if max_bytes <= 0:
+            raise ValueError("a shared cache needs a budget")
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = min(max_entry_bytes, max_bytes)
+        self.ring = max_bytes
+        slots = 1024
+        while slots * 1024 < max_bytes:  # one slot per KiB of the budget, a power of two
+            slots *= 2
+        self.slots = slots
+        self.counters = max(1, counters)
+        self._index_at = _HEADER_BYTES + self.counters * _COUNTER.size
+        self._ring_at = self._index_at + slots * _SLOT.size
+        size = self._ring_at + self.ring
+        self.fd = os.memfd_create("sasci-kg-answers", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size)
+        self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        _HEADER.pack_into(self.map, 0, _MAGIC, 0, 0, slots, self.ring, self.counters)
+        self._lock = threading.Lock()  # threads of one process (the POSIX lock is per process)
+        self._counter = 0  # this process's row of counters
+        self._hits = self._misses = self._replayed = 0
+
+    def bind(self, counter: int) -> None:
+        """Count this process's hits and misses in row ``counter`` (a worker's index; a
+        worker that replaces one carries its counts on)."""
+        self._counter = counter % self.counters
+        self._hits, self._misses, self._replayed = _COUNTER.unpack_from(self.map, self._row())
+
+    def _row(self) -> int:
+        return _HEADER_BYTES + self._counter * _COUNTER.size
+
+    # -- the interface of ResultCache
+
+    def get(self, generation: Any, key: Hashable, *, replay: bool = False
+            ) -> CachedAnswer | None:
+        """The answer kept for ``key`` under ``generation``, if any (``replay``: as
+        :meth:`ResultCache.get <.result_cache.ResultCache.get>`)."""
+        answer = self._find(self._digest(generation, key))
+        if answer is not None:
+            self._hits += 1
+            self._replayed += replay
+        elif not replay:
+            self._misses += 1
+        else:
+            return None
+        _COUNTER.pack_into(self.map, self._row(), self._hits, self._misses, self._replayed)
+        return answer
+
+    def put(self, generation: Any, key: Hashable, answer: CachedAnswer) -> None:
+        """Keep ``answer`` (not one over ``max_entry_bytes``, nor without a generation)."""
+        tag = answer.etag.encode("ascii")
+        length = _RECORD.size + len(tag) + len(answer.body)
+        if generation is None or len(answer.body) > self.max_entry_bytes or length > self.ring:
+            return
+        digest = self._digest(generation, key)
+        meta = struct.pack("<Qd", answer.rows, answer.seconds)
+        record = _RECORD.pack(length, digest, _checksum(digest, meta, tag, answer.body),
+                              answer.rows, answer.seconds, len(tag)) + tag + answer.body
+        with self._lock:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            try:
+                self._append(digest, record)
+            finally:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def stats(self) -> dict[str, int]:
+        """Answers and bytes held now (by every process); hits, misses and the hits that
+        were whole responses sent again, summed over the processes."""
+        reserve = _POSITION.unpack_from(self.map, _RESERVE_AT)[0]
+        entries = size = 0
+        for _, position, length in _SLOT.iter_unpack(
+                self.map[self._index_at:self._ring_at]):
+            if position and position - 1 >= reserve - self.ring:
+                entries += 1
+                size += length
+        hits = misses = replayed = 0
+        for row in range(self.counters):
+            h, m, r = _COUNTER.unpack_from(self.map, _HEADER_BYTES + row * _COUNTER.size)
+            hits, misses, replayed = hits + h, misses + m, replayed + r
+        return {"entries": entries, "bytes": size, "max_bytes": self.max_bytes,
+                "hits": hits, "misses": misses, "replayed": replayed}
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
+
+    # -- inside
+
+    @staticmethod
+    def _digest(generation: Any, key: Hashable) -> bytes:
+        # repr of tuples of strings (and numbers) cannot make two different keys equal; a
+        # (name, bytes) key has its bytes after a NUL, which no repr contains (and the repr
+        # of bytes costs ~4x their hashing).
+        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], bytes):
+            digest = hashlib.blake2b(repr((generation, key[0])).encode("utf-8", "surrogatepass"),
+                                     digest_size=16)
+            digest.update(b"\0")
+            digest.update(key[1])
+            return digest.digest()
+        return hashlib.blake2b(repr((generation, key)).encode("utf-8", "surrogatepass"),
+                               digest_size=16).digest()
+
+    def _first_slot(self, digest: bytes) -> int:
+        return int.from_bytes(digest[:8], "little") & (self.slots - 1)
+
+    def _find(self, digest: bytes) -> CachedAnswer | None:
+        first = self._first_slot(digest)
+        for probe in range(_PROBES):
+            at = self._index_at + ((first + probe) & (self.slots - 1)) * _SLOT.size
+            found, position, length = _SLOT.unpack_from(self.map, at)
+            if found == digest and position:
+                answer = self._read(digest, position - 1, length)
+                if answer is not None:
+                    return answer
+        return None
+
+    def _read(self, digest: bytes, position: int, length: int) -> CachedAnswer | None:
+        oldest = _POSITION.unpack_from(self.map, _RESERVE_AT)[0] - self.ring
+        if position < oldest or length < _RECORD.size:
+            return None
+        start = self._ring_at + position % self.ring
+        record = self.map[start:start + length]
+        # Written over while we copied it (the ring came round)? Then it is not ours to use.
+        if position < _POSITION.unpack_from(self.map, _RESERVE_AT)[0] - self.ring:
+            return None
+        size, found, checksum, rows, seconds, tag_length = _RECORD.unpack_from(record)
+        if size != length or found != digest:
+            return None
+        tag = record[_RECORD.size:_RECORD.size + tag_length]
+        body = record[_RECORD.size + tag_length:]
+        if _checksum(digest, struct.pack("<Qd", rows, seconds), tag, body) != checksum:
+            return None
+        return CachedAnswer(body, rows, seconds, tag.decode("ascii"))
+
+    def _append(self, digest: bytes, record: bytes) -> None:
+        """Write ``record`` at the head of the ring and point a slot at it (lock held)."""
+        length = len(record)
+        head = _POSITION.unpack_from(self.map, _HEAD_AT)[0]
+        offset = head % self.ring
+        if offset + length > self.ring:  # records never wrap: start the ring again
+            head += self.ring - offset
+            offset = 0
+        end = head + length
+        end += -end % _ALIGN
+        # Say first where the writing ends, so that a reader of a record written over
+        # sees it has gone; then write the record, then the head.
+        _POSITION.pack_into(self.map, _RESERVE_AT, end)
+        start = self._ring_at + offset
+        self.map[start:start + length] = record
+        _POSITION.pack_into(self.map, _HEAD_AT, end)
+        oldest = end - self.ring
+        first = self._first_slot(digest)
+        # The slot of the same key if there is one, else a free one, else the oldest.
+        best, best_rank = 0, (3, 0)
+        for probe in range(_PROBES):
+            at = self._index_at + ((first + probe) & (self.slots - 1)) * _SLOT.size
+            found, position, _ = _SLOT.unpack_from(self.map, at)
+            rank = ((0, 0) if found == digest else
+                    (1, 0) if not position or position - 1 < oldest else (2, position))
+            if rank < best_rank:
+                best, best_rank = at, rank
+        _SLOT.pack_into(self.map, best, digest, head + 1, length)
+
+
+def share_results(app: Flask, processes: int) -> None:
+    """Give the app one answer cache for ``processes`` forked processes (made before the
+    fork; each process then says which it is with ``bind``). Nothing when the cache is off."""
+    runtime = app.extensions["sasci_kg"]
+    results = runtime.results
+    if isinstance(results, SharedResultCache) or results.max_bytes <= 0:
+        return
+    runtime.results = SharedResultCache(results.max_bytes, results.max_entry_bytes,
+                                        counters=processes)

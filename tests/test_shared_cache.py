@@ -1,0 +1,195 @@
+"""The answer cache the prefork server's processes share (``web/shared_cache.py``): what is
+kept is found by every process, never under another key or store generation, and what the
+ring has written over, or what is half written, is a miss, never a wrong answer."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sasci_kg.web.result_cache import CachedAnswer, ResultCache, entity_tag
+from sasci_kg.web.shared_cache import SharedResultCache
+
+GEN = (1, 2, 3)
+JSON = "application/sparql-results+json"
+
+
+def answer(body: bytes, rows: int = 1, seconds: float = 0.25) -> CachedAnswer:
+    return CachedAnswer(body, rows, seconds, entity_tag(JSON, body))
+
+
+def key(text: str) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    return (text, JSON, (), ())
+
+
+@pytest.fixture
+def cache() -> Iterator[SharedResultCache]:
+    made = SharedResultCache(64 * 1024, 8 * 1024, counters=2)
+    yield made
+    made.close()
+
+
+def test_an_answer_kept_is_found_as_it_was_kept(cache: SharedResultCache) -> None:
+    kept = answer(b'{"boolean":true}', rows=1, seconds=0.125)
+    cache.put(GEN, key("ASK {}"), kept)
+    assert cache.get(GEN, key("ASK {}")) == kept
+    assert cache.get(GEN, key("ASK { }")) is None  # another text
+    assert cache.get((1, 2, 4), key("ASK {}")) is None  # another store generation
+    assert cache.get(GEN, ("ASK {}", "text/csv", (), ())) is None  # another format
+    assert cache.get(GEN, ("ASK {}", JSON, ("urn:g",), ())) is None  # another dataset
+    assert cache.stats() == {"entries": 1, "bytes": cache.stats()["bytes"],
+                             "max_bytes": 64 * 1024, "hits": 1, "misses": 4, "replayed": 0}
+
+
+def test_bytes_keys_and_text_keys_never_meet(cache: SharedResultCache) -> None:
+    cache.put(GEN, ("replay", b"GET / HTTP/1.1\r\n\r\n"), answer(b"raw"))
+    cache.put(GEN, ("replay", "GET / HTTP/1.1\r\n\r\n"), answer(b"text"))
+    assert cache.get(GEN, ("replay", b"GET / HTTP/1.1\r\n\r\n")) == answer(b"raw")
+    assert cache.get(GEN, ("replay", "GET / HTTP/1.1\r\n\r\n")) == answer(b"text")
+
+
+def test_a_look_for_a_replay_counts_its_hit_only(cache: SharedResultCache) -> None:
+    assert cache.get(GEN, key("a"), replay=True) is None
+    cache.put(GEN, key("a"), answer(b"a"))
+    assert cache.get(GEN, key("a"), replay=True) is not None
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["replayed"]) == (1, 0, 1)
+
+
+def test_an_answer_over_the_entry_limit_is_not_kept(cache: SharedResultCache) -> None:
+    cache.put(GEN, key("big"), answer(b"x" * (8 * 1024 + 1)))
+    cache.put(None, key("no generation"), answer(b"x"))
+    assert cache.get(GEN, key("big")) is None and cache.get(None, key("no generation")) is None
+    assert cache.stats()["entries"] == 0
+
+
+def test_the_ring_writes_over_the_oldest_answers_only(cache: SharedResultCache) -> None:
+    bodies = {f"q{i}": os.urandom(700 + i % 300) for i in range(400)}  # ~6x the ring
+    for text, body in bodies.items():
+        cache.put(GEN, key(text), answer(body))
+    found = {text: cache.get(GEN, key(text)) for text in bodies}
+    kept = [text for text, got in found.items() if got is not None]
+    assert kept and all(found[text] == answer(bodies[text]) for text in kept)
+    # First in, first out: what is still there is the newest.
+    assert kept == list(bodies)[-len(kept):]
+    stats = cache.stats()
+    assert stats["entries"] == len(kept) and stats["bytes"] <= 64 * 1024
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.binary(max_size=3000)), max_size=60))
+def test_whatever_is_found_is_what_was_last_kept(puts: list[tuple[int, bytes]]) -> None:
+    cache = SharedResultCache(16 * 1024, 4 * 1024)
+    last: dict[int, bytes] = {}
+    try:
+        for number, body in puts:
+            cache.put(GEN, key(str(number)), answer(body))
+            if len(body) <= 4 * 1024:
+                last[number] = body
+        for number in range(41):
+            got = cache.get(GEN, key(str(number)))
+            assert got is None or got == answer(last[number])
+        if puts and len(puts[-1][1]) <= 4 * 1024:  # the newest is always there
+            assert cache.get(GEN, key(str(puts[-1][0]))) == answer(puts[-1][1])
+    finally:
+        cache.close()
+
+
+def test_a_record_damaged_or_half_written_is_a_miss(cache: SharedResultCache) -> None:
+    cache.put(GEN, key("q"), answer(b"the answer" * 20))
+    start = cache._ring_at + 100  # inside the record's body
+    cache.map[start:start + 1] = bytes([cache.map[start] ^ 0xFF])
+    assert cache.get(GEN, key("q")) is None
+
+
+def test_processes_forked_after_it_share_it(cache: SharedResultCache) -> None:
+    cache.put(GEN, key("from the parent"), answer(b"p"))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            cache.bind(1)
+            if cache.get(GEN, key("from the parent")) == answer(b"p"):
+                cache.put(GEN, key("from the child"), answer(b"c"))
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.get(GEN, key("from the child")) == answer(b"c")
+    assert cache.stats()["hits"] == 2  # one each, summed over the rows of counters
+
+
+def test_a_process_that_dies_holding_the_lock_holds_up_nobody(
+        cache: SharedResultCache) -> None:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        fcntl.lockf(cache.fd, fcntl.LOCK_EX)
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    done = threading.Event()
+
+    def put() -> None:
+        cache.put(GEN, key("after"), answer(b"a"))
+        done.set()
+
+    threading.Thread(target=put, daemon=True).start()
+    assert done.wait(5), "the lock of a dead process was never let go"
+    assert cache.get(GEN, key("after")) == answer(b"a")
+
+
+def test_readers_never_see_a_wrong_answer_while_writers_go_round() -> None:
+    """Two processes write ~40x the ring while this one reads: every hit is right."""
+    cache = SharedResultCache(32 * 1024, 4 * 1024, counters=3)
+    bodies = [bytes([i]) * (500 + 37 * i) for i in range(64)]
+    children = []
+    try:
+        for row in (1, 2):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - a writer
+                try:
+                    cache.bind(row)
+                    for n in range(2500):
+                        i = (n * 7 + row) % 64
+                        cache.put(GEN, key(str(i)), answer(bodies[i]))
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        hits = 0
+        deadline = time.monotonic() + 20
+        running = set(children)
+        while running:
+            for i in range(64):
+                got = cache.get(GEN, key(str(i)))
+                if got is not None:
+                    hits += 1
+                    assert got == answer(bodies[i])
+            running = {pid for pid in running if os.waitpid(pid, os.WNOHANG) == (0, 0)}
+            assert time.monotonic() < deadline
+        assert hits > 0
+    finally:
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        cache.close()
+
+
+def test_both_caches_count_a_hit_and_a_miss_alike() -> None:
+    for made in (ResultCache(1 << 20, 1 << 16), SharedResultCache(1 << 20, 1 << 16)):
+        made.put(GEN, key("a"), answer(b"a"))
+        made.get(GEN, key("a"))
+        made.get(GEN, key("b"))
+        made.get(GEN, key("c"), replay=True)
+        made.get(GEN, key("a"), replay=True)
+        stats = made.stats()
+        assert (stats["entries"], stats["hits"], stats["misses"], stats["replayed"]) == (
+            1, 2, 1, 1), made
