@@ -148,8 +148,11 @@ def log_access(method: str, path: str, status: str, seconds: float, size: int) -
 FILE_BODY = "sasci_kg.file_body"
 SENT_BYTES = "sasci_kg.sent_bytes"
 QUEUED_SECONDS = "sasci_kg.queued_seconds"
-# Set by the lean query route on an answer that the same request bytes would get again until
-# the next load (its value: that store generation): the prefork server may replay it.
+# The store generation, as the prefork server read it at the start of the request.
+GENERATION = "sasci_kg.generation"
+# Set by the lean query route on an answer the answer cache gave (so asked before), which the
+# same request bytes would get again until the next load (its value: that store
+# generation): the prefork server may keep the whole response and send it again.
 REPLAYABLE = "sasci_kg.replayable"
 
 

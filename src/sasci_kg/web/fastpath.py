@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 from flask import Flask
 from werkzeug.datastructures import MultiDict
 
-from . import EXPOSED_HEADERS, REPLAYABLE
+from . import EXPOSED_HEADERS, GENERATION, REPLAYABLE
 from .problems import error_response
 from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query
 
@@ -60,6 +60,7 @@ class QueryFastPath:
                 self.runtime, params, text, method=method,
                 accept=environ.get("HTTP_ACCEPT"),
                 if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
+                generation=environ.get(GENERATION),
             )
         except Exception as exc:  # noqa: BLE001 - every failure gets Flask's problem response
             return self._problem(exc, environ, start_response)
@@ -70,8 +71,9 @@ class QueryFastPath:
         if answer.status != 304:
             headers = [*headers, ("Content-Length", str(len(answer.body)))]
         if answer.generation is not None:
-            # The same request gives the same answer until the next load: the prefork
-            # server may keep this response and send it again (see its worker's replay).
+            # Asked before, and the same request gives the same answer until the next load:
+            # the prefork server may keep this response and send it again (its worker's
+            # replay; not kept at the first asking, which would cost every new query).
             environ[REPLAYABLE] = answer.generation
         status = HTTPStatus(answer.status)
         start_response(f"{status.value} {status.phrase}", headers)

@@ -46,6 +46,7 @@ _COUNTER = struct.Struct("<QQQ")  # hits, misses, replayed of one process
 _SLOT = struct.Struct("<16sQI4x")  # digest, position in the log (+1; 0: empty), length
 _RECORD = struct.Struct("<I16s16sQdH")  # length, digest, checksum, rows, seconds, tag length
 _PROBES = 8
+_PROBE_SLOTS = struct.Struct("<" + "16sQI4x" * _PROBES)  # the slots of one search, at once
 _ALIGN = 8
 _RESERVE_AT, _HEAD_AT = 8, 16
 _POSITION = struct.Struct("<Q")
@@ -87,6 +88,7 @@ class SharedResultCache:
         self._lock = threading.Lock()  # threads of one process (the POSIX lock is per process)
         self._counter = 0  # this process's row of counters
         self._hits = self._misses = self._replayed = 0
+        self._last: tuple[Any, Hashable, bytes] | None = None  # the last key and its digest
 
     def bind(self, counter: int) -> None:
         """Count this process's hits and misses in row ``counter`` (a worker's index; a
@@ -103,7 +105,7 @@ class SharedResultCache:
             ) -> CachedAnswer | None:
         """The answer kept for ``key`` under ``generation``, if any (``replay``: as
         :meth:`ResultCache.get <.result_cache.ResultCache.get>`)."""
-        answer = self._find(self._digest(generation, key))
+        answer = self._find(self._key_digest(generation, key))
         if answer is not None:
             self._hits += 1
             self._replayed += replay
@@ -120,7 +122,7 @@ class SharedResultCache:
         length = _RECORD.size + len(tag) + len(answer.body)
         if generation is None or len(answer.body) > self.max_entry_bytes or length > self.ring:
             return
-        digest = self._digest(generation, key)
+        digest = self._key_digest(generation, key)
         meta = struct.pack("<Qd", answer.rows, answer.seconds)
         record = _RECORD.pack(length, digest, _checksum(digest, meta, tag, answer.body),
                               answer.rows, answer.seconds, len(tag)) + tag + answer.body
@@ -154,29 +156,41 @@ class SharedResultCache:
 
     # -- inside
 
+    def _key_digest(self, generation: Any, key: Hashable) -> bytes:
+        """:meth:`_digest`, once for a miss and the answer then kept under the same key."""
+        last = self._last
+        if last is not None and last[1] is key and last[0] == generation:
+            return last[2]
+        digest = self._digest(generation, key)
+        self._last = (generation, key, digest)
+        return digest
+
     @staticmethod
     def _digest(generation: Any, key: Hashable) -> bytes:
-        # repr of tuples of strings (and numbers) cannot make two different keys equal; a
-        # (name, bytes) key has its bytes after a NUL, which no repr contains (and the repr
-        # of bytes costs ~4x their hashing).
-        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], bytes):
-            digest = hashlib.blake2b(repr((generation, key[0])).encode("utf-8", "surrogatepass"),
-                                     digest_size=16)
-            digest.update(b"\0")
-            digest.update(key[1])
-            return digest.digest()
-        return hashlib.blake2b(repr((generation, key)).encode("utf-8", "surrogatepass"),
-                               digest_size=16).digest()
+        return hashlib.blake2b(b"".join(_encoded(generation, key)), digest_size=16).digest()
 
     def _first_slot(self, digest: bytes) -> int:
         return int.from_bytes(digest[:8], "little") & (self.slots - 1)
 
-    def _find(self, digest: bytes) -> CachedAnswer | None:
+    def _probes(self, digest: bytes) -> list[tuple[int, bytes, int, int]]:
+        """The slots where ``digest`` may be: (where, digest, position + 1, length)."""
         first = self._first_slot(digest)
+        if first + _PROBES <= self.slots:  # (all but the last few: one read)
+            values = _PROBE_SLOTS.unpack_from(self.map, self._index_at + first * _SLOT.size)
+            at = self._index_at + first * _SLOT.size
+            return [(at + i * _SLOT.size, *values[3 * i:3 * i + 3])
+                    for i in range(_PROBES)]
+        out = []
         for probe in range(_PROBES):
             at = self._index_at + ((first + probe) & (self.slots - 1)) * _SLOT.size
-            found, position, length = _SLOT.unpack_from(self.map, at)
-            if found == digest and position:
+            out.append((at, *_SLOT.unpack_from(self.map, at)))
+        return out
+
+    def _find(self, digest: bytes) -> CachedAnswer | None:
+        for _, found, position, length in self._probes(digest):
+            if not position:
+                return None  # never used: a slot once used is never empty again
+            if found == digest:
                 answer = self._read(digest, position - 1, length)
                 if answer is not None:
                     return answer
@@ -217,17 +231,35 @@ class SharedResultCache:
         self.map[start:start + length] = record
         _POSITION.pack_into(self.map, _HEAD_AT, end)
         oldest = end - self.ring
-        first = self._first_slot(digest)
-        # The slot of the same key if there is one, else a free one, else the oldest.
+        # The slot of the same key if there is one, else a free one, else the oldest. (A
+        # never-used slot ends a search: the same key is never after one.)
         best, best_rank = 0, (3, 0)
-        for probe in range(_PROBES):
-            at = self._index_at + ((first + probe) & (self.slots - 1)) * _SLOT.size
-            found, position, _ = _SLOT.unpack_from(self.map, at)
+        for at, found, position, _ in self._probes(digest):
             rank = ((0, 0) if found == digest else
                     (1, 0) if not position or position - 1 < oldest else (2, position))
             if rank < best_rank:
                 best, best_rank = at, rank
         _SLOT.pack_into(self.map, best, digest, head + 1, length)
+
+
+def _encoded(generation: Any, key: Hashable) -> list[bytes]:
+    """A generation and a key (a tuple of strings, bytes or small tuples; or a string) as
+    pieces of bytes that no other pair gives: each piece says its kind and length, and
+    what is neither a string nor bytes goes by its repr (which no two different values of
+    strings, numbers and tuples share)."""
+    shown = repr(generation).encode("utf-8", "surrogatepass")
+    parts = [b"g%d:" % len(shown), shown]
+    for item in key if type(key) is tuple else (key,):
+        kind = type(item)
+        if kind is str:
+            data = item.encode("utf-8", "surrogatepass")
+            parts += (b"s%d:" % len(data), data)
+        elif kind is bytes:
+            parts += (b"b%d:" % len(item), item)
+        else:
+            data = repr(item).encode("utf-8", "surrogatepass")
+            parts += (b"r%d:" % len(data), data)
+    return parts
 
 
 def share_results(app: Flask, processes: int) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import pyoxigraph as ox
 from flask import Blueprint, Response, current_app, redirect, request, url_for
@@ -397,8 +397,8 @@ class QueryAnswer:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-    # The store generation this answer holds for, when it is kept in (or came from) the
-    # answer cache: the same request gives the same answer until the next load.
+    # The store generation this answer holds for, when it came from the answer cache: the
+    # same request gives the same answer until the next load, and has been asked before.
     generation: Generation | None = None
 
 
@@ -415,9 +415,11 @@ def answer_query(
     method: str,
     accept: str | None,
     if_none_match: str | None = None,
+    generation: Generation | None = None,
 ) -> QueryAnswer:
     """Check, negotiate and run one query request (SPARQL 1.1 Protocol §2.1) — from the
-    cache when this store generation has answered it before. Raises library errors."""
+    cache when this store generation has answered it before (``generation``: the store
+    generation the server has just read, if it has). Raises library errors."""
     if not text.strip():
         raise BadRequestError("the query parameter is empty")
     config = runtime.config
@@ -429,7 +431,8 @@ def answer_query(
     fmt = runtime.negotiate(accept, format_overrides(params), offered_for(checked))
     conditional = method in CONDITIONAL_METHODS
     answer, generation = _cached_or_run(runtime, text, fmt, checked, default_graph,
-                                        named_graphs, limit, tagged=conditional)
+                                        named_graphs, limit, tagged=conditional,
+                                        now=generation)
     headers = [("Content-Type", fmt.content_type), ("Vary", "Accept")]
     if conditional:
         # The answer is fixed until the next load: caches keep it, and revalidate (ETag).
@@ -448,12 +451,13 @@ def answer_query(
 def _cached_or_run(
     runtime: Runtime, text: str, fmt: Format, checked: Checked,
     default_graph: Sequence[str], named_graphs: Sequence[str], limit: float, *, tagged: bool,
+    now: Generation | None = None,
 ) -> tuple[CachedAnswer, Generation | None]:
-    """The answer, from the cache or a worker, and the store generation it is kept under
-    (None: not kept); its entity tag is computed only when the answer is kept or ``tagged``
-    (a GET or HEAD, which sends it)."""
+    """The answer, from the cache or a worker, and the store generation it came from the
+    cache under (None: it was computed now); its entity tag is computed only when the answer
+    is kept or ``tagged`` (a GET or HEAD, which sends it)."""
     keep = not checked.volatile and runtime.results.max_bytes > 0
-    generation = runtime.generation() if keep else None
+    generation = (now or runtime.generation()) if keep else None
     key = (text, fmt.media_type, tuple(default_graph), tuple(named_graphs))
     if generation is not None:
         cached = runtime.results.get(generation, key)
@@ -468,9 +472,7 @@ def _cached_or_run(
     # Kept under the generation the worker answered from (a load may have swapped since).
     worked_on = outcome.info.get("generation")
     if generation is not None and worked_on is not None:
-        kept = cast(Generation, tuple(worked_on))
-        runtime.results.put(kept, key, answer)
-        return answer, kept
+        runtime.results.put(tuple(worked_on), key, answer)
     return answer, None
 
 

@@ -26,6 +26,7 @@ from ...local_runner import InProcessRunner
 from ...store import Generation
 from .. import (
     FILE_BODY,
+    GENERATION,
     QUEUED_SECONDS,
     REPLAYABLE,
     SENT_BYTES,
@@ -74,6 +75,8 @@ STICKY = 1.0
 # of the throughput under load (a trip through the supervisor each time); a turn of this
 # length costs one trip per ~15 light queries and keeps the wait of the others short.
 TURN = 0.01
+# Request targets that may have an answer to send again (the lean route's paths).
+_QUERY_TARGETS = (b"/sparql", b"/query")
 # The name of a worker process (/proc/PID/comm).
 WORKER_NAME = b"sasci-kg-query"
 
@@ -320,6 +323,8 @@ class _Worker:
                 return self._send_again(conn, request, kept.body, started)
         environ = self._environ(conn, request.method, request.target, request.minor,
                                 request.headers, body)
+        if replay is not None:
+            environ[GENERATION] = replay[0]  # (read just now: the app need not again)
         status, headers, chunks = self._run_app(conn, environ)
         return self._send_plain(conn, request, status, headers, chunks, environ,
                                 replay=replay)
@@ -334,8 +339,10 @@ class _Worker:
         until the next load: sent again from here, it skips the app (~3x the answers per
         second of CPU for a repeated light query). Only answers the lean route marks are
         kept (:data:`~sasci_kg.web.REPLAYABLE`), as they were sent but for the Date."""
-        if self.results.max_bytes <= 0 or not request.keep_alive or self.stopping:
-            return None
+        if (self.results.max_bytes <= 0 or not request.keep_alive or self.stopping
+                or request.method not in ("GET", "POST", "HEAD")
+                or not request.target.startswith(_QUERY_TARGETS)):
+            return None  # (only the lean query route marks answers to keep)
         generation = self.runtime.generation()
         if generation is None:
             return None
