@@ -81,6 +81,13 @@ def test_failed_load_keeps_previous_store(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [".store.lock", "store"]
 
 
+def test_data_without_a_name_is_named_in_the_error(tmp_path: Path) -> None:
+    """(It said "None: not valid TriG".)"""
+    bad = LoadInput(format=ox.RdfFormat.TRIG, data=b"<urn:a> <urn:b> <urn:c> <urn:g> .\n")
+    with pytest.raises(StoreError, match=r"^the data given: not valid TriG \(Parser error"):
+        load_store(tmp_path / "store", [bad])
+
+
 def test_replace_store_swaps_in_what_build_made_or_keeps_the_old(tmp_path: Path) -> None:
     path = tmp_path / "store"
     load_store(path, [trig("first")])

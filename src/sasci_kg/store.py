@@ -308,7 +308,8 @@ def load_store(
                     store.bulk_load(source, format=item.format, to_graph=to_graph)
             except SyntaxError as exc:
                 raise StoreError(
-                    f"{item.label or item.path}: not valid {item.format.name} ({exc}); "
+                    f"{item.label or item.path or 'the data given'}: not valid "
+                    f"{item.format.name} ({exc}); "
                     "fix the file and load again — the previous store is still in place"
                 ) from exc
         if progress:
