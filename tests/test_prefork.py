@@ -898,7 +898,7 @@ def test_the_same_request_bytes_get_the_same_answer_again(
         port = int(live.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             first = _exchange(sock, request)
-            again = [_exchange(sock, request) for _ in range(3)]
+            again = [_exchange(sock, request) for _ in range(4)]
             before = _cache_stats(live)
             make_store(fresh_store, '<urn:g> { <urn:x> <https://schema.org/name> "Only" . }\n')
             after_load = _exchange(sock, request)
@@ -912,9 +912,36 @@ def test_the_same_request_bytes_get_the_same_answer_again(
     assert first[0].startswith(b"HTTP/1.1 200 ") and b"text/csv" in first[0]
     assert all(_without_date(head) == _without_date(first[0]) and body == first[1]
                for head, body in again)
-    # The second asking is found in the answer cache, and its whole response kept then.
+    # The second asking is found in the answer cache (and the bytes marked as seen), the
+    # third keeps the whole response, the fourth and fifth are sent it again.
     assert before["replayed"] == 2 and before["misses"] == 1, before
+    assert before["hits"] == 4, before
     assert after_load[1] == b"name\r\nOnly\r\n", after_load  # the new store, at once
     assert other[0].startswith(b"HTTP/1.1 200 ") and b"text/tab-separated-values" in other[0]
     assert len(randoms) == 3  # volatile: run each time
-    assert len(re.findall(r"GET /sparql\?query=… 200 ", log)) == 1 + 3 + 1 + 1 + 3
+    assert len(re.findall(r"GET /sparql\?query=… 200 ", log)) == 1 + 4 + 1 + 1 + 3
+
+
+def test_bytes_asked_for_once_keep_no_whole_response(store_path: Path, tmp_path: Path) -> None:
+    """A request with bytes of its own each time (a trace id, a new client) for a query
+    answered before keeps only a mark that its bytes were seen, not the whole response:
+    those would fill the cache with answers never sent again."""
+    target = "/sparql?query=" + requests.utils.quote("SELECT ?s WHERE { ?s ?p ?o } LIMIT 5")
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=1) as live:
+        port = int(live.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            def ask(trace: int) -> bytes:
+                return _exchange(sock, f"GET {target} HTTP/1.1\r\nHost: a\r\n"
+                                       f"traceparent: 00-{trace:032x}-{trace:016x}-01\r\n"
+                                       "\r\n".encode())[1]
+
+            first = ask(0)
+            before = _cache_stats(live)
+            assert all(ask(trace) == first for trace in range(1, 21))
+            after = _cache_stats(live)
+            # Seen once already: kept now, then sent again twice.
+            assert [ask(7) for _ in range(3)] == [first] * 3
+            last = _cache_stats(live)
+    assert after["hits"] - before["hits"] == 20 and after["replayed"] == 0, after
+    assert after["bytes"] - before["bytes"] < 20 * 128, (before, after)  # marks only
+    assert last["replayed"] == 2, last

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sasci_kg.web.result_cache import CachedAnswer, ResultCache, entity_tag
-from sasci_kg.web.shared_cache import SharedResultCache
+from sasci_kg.web.shared_cache import _RECORD, _RESERVE_AT, SharedResultCache
 
 GEN = (1, 2, 3)
 JSON = "application/sparql-results+json"
@@ -111,6 +111,60 @@ def test_a_record_damaged_or_half_written_is_a_miss(cache: SharedResultCache) ->
     assert cache.get(GEN, key("q")) is None
 
 
+def test_a_record_whose_header_is_damaged_is_a_miss(cache: SharedResultCache) -> None:
+    """(The check covered the tag and body but not the tag's length: moving the line
+    between them gave a wrong tag and a wrong body.)"""
+    cache.put(GEN, key("q"), answer(b"BODY"))
+    at = cache._ring_at + _RECORD.size - 2  # the tag's length, the header's last field
+    cache.map[at:at + 2] = (int.from_bytes(cache.map[at:at + 2], "little") - 1).to_bytes(
+        2, "little")
+    assert cache.get(GEN, key("q")) is None
+
+
+def _reserve(cache: SharedResultCache) -> int:
+    return int.from_bytes(cache.map[_RESERVE_AT:_RESERVE_AT + 8], "little")
+
+
+def test_a_record_the_writing_has_reached_is_a_miss_though_its_bytes_are_whole(
+        cache: SharedResultCache) -> None:
+    cache.put(GEN, key("q"), answer(b"kept"))
+    # A writer has said it is writing over the record's place (and not begun).
+    cache.map[_RESERVE_AT:_RESERVE_AT + 8] = (_reserve(cache) + cache.ring).to_bytes(
+        8, "little")
+    assert cache.get(GEN, key("q")) is None
+
+
+def test_a_writer_that_died_writing_never_moves_the_ring_back(
+        cache: SharedResultCache) -> None:
+    """A worker can end in the middle of a write (its watchdog ends the process; the
+    supervisor kills one that overruns): after it, writing goes on from where that write
+    was to end, so what it may have written over stays gone."""
+    cache.put(GEN, key("old"), answer(b"o" * 500))
+    died_at = _reserve(cache) + cache.ring - 100  # reserve said, record half written
+    cache.map[_RESERVE_AT:_RESERVE_AT + 8] = died_at.to_bytes(8, "little")
+    cache.put(GEN, key("new"), answer(b"n" * 500))
+    assert _reserve(cache) > died_at
+    assert cache.get(GEN, key("old")) is None
+    assert cache.get(GEN, key("new")) == answer(b"n" * 500)
+
+
+def test_what_is_asked_for_stays_while_the_ring_goes_round(cache: SharedResultCache) -> None:
+    """First in, first out alone would drop a hot answer after ``max_bytes`` of newer ones;
+    one found in the older half of the ring is written again at its head."""
+    cache.put(GEN, key("hot"), answer(b"h" * 700))
+    for i in range(300):  # ~3x the ring of others, the hot one asked for all along
+        cache.put(GEN, key(f"cold {i}"), answer(bytes([i % 256]) * 700))
+        assert cache.get(GEN, key("hot")) == answer(b"h" * 700), i
+    assert cache.get(GEN, key("cold 0")) is None
+
+
+def test_a_replay_look_that_finds_a_mark_counts_nothing(cache: SharedResultCache) -> None:
+    cache.put(GEN, ("replay", b"GET"), CachedAnswer(b"", 0, 0.0, ""))
+    assert cache.get(GEN, ("replay", b"GET"), replay=True) == CachedAnswer(b"", 0, 0.0, "")
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["replayed"]) == (0, 0, 0)
+
+
 def test_processes_forked_after_it_share_it(cache: SharedResultCache) -> None:
     cache.put(GEN, key("from the parent"), answer(b"p"))
     pid = os.fork()
@@ -186,10 +240,12 @@ def test_readers_never_see_a_wrong_answer_while_writers_go_round() -> None:
 def test_both_caches_count_a_hit_and_a_miss_alike() -> None:
     for made in (ResultCache(1 << 20, 1 << 16), SharedResultCache(1 << 20, 1 << 16)):
         made.put(GEN, key("a"), answer(b"a"))
+        made.put(GEN, key("mark"), CachedAnswer(b"", 0, 0.0, ""))
         made.get(GEN, key("a"))
         made.get(GEN, key("b"))
         made.get(GEN, key("c"), replay=True)
         made.get(GEN, key("a"), replay=True)
+        made.get(GEN, key("mark"), replay=True)
         stats = made.stats()
         assert (stats["entries"], stats["hits"], stats["misses"], stats["replayed"]) == (
-            1, 2, 1, 1), made
+            2, 2, 1, 1), made

@@ -82,15 +82,17 @@ class ResultCache:
             ) -> CachedAnswer | None:
         """The answer kept for ``key`` under ``generation``, if any (and mark it recent).
         ``replay``: a look for a whole response to send again, where a miss is not counted
-        (the app looks again) and a hit is counted as replayed too."""
+        (the app looks next), nor an empty record (the prefork worker's mark of bytes seen
+        once), and a hit is counted as replayed too."""
         if self.max_bytes <= 0:
             return None
         with self._lock:
             answer = self._entries.get(key) if generation == self._generation else None
             if answer is not None:
                 self._entries.move_to_end(key)
-                self.hits += 1
-                self.replayed += replay
+                if not replay or answer.body:
+                    self.hits += 1
+                    self.replayed += replay
             elif not replay:
                 self.misses += 1
             return answer

@@ -11,7 +11,8 @@ memory:
 
 - the *log* is a ring of ``max_bytes``: each answer is appended as one record (its key's
   digest, a checksum, the row count, the time it took, its entity tag and body), and the
-  oldest records are written over when the ring comes round (first in, first out);
+  oldest records are written over when the ring comes round; a record found in the older
+  half is written again at the head, so what is asked for stays;
 - the *index* is a table of slots ``(digest, position, length)``, found by the key's digest
   with a few probes; a slot whose record the ring has passed over is free.
 
@@ -52,9 +53,11 @@ _RESERVE_AT, _HEAD_AT = 8, 16
 _POSITION = struct.Struct("<Q")
 
 
-def _checksum(digest: bytes, meta: bytes, tag: bytes, body: bytes) -> bytes:
-    h = hashlib.blake2b(digest, digest_size=16)
-    h.update(meta)
+def _checksum(key: bytes, header: bytes, tag: bytes, body: bytes) -> bytes:
+    """The record's check: its header (checksum field zeroed), tag and body, keyed with the
+    server's own secret (the digests of keys can be worked out from outside: the store
+    generation is public)."""
+    h = hashlib.blake2b(header, digest_size=16, key=key)
     h.update(tag)
     h.update(body)
     return h.digest()
@@ -85,6 +88,7 @@ class SharedResultCache:
         os.ftruncate(self.fd, size)
         self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         _HEADER.pack_into(self.map, 0, _MAGIC, 0, 0, slots, self.ring, self.counters)
+        self._secret = os.urandom(32)  # (made before the fork: every worker has it)
         self._lock = threading.Lock()  # threads of one process (the POSIX lock is per process)
         self._counter = 0  # this process's row of counters
         self._hits = self._misses = self._replayed = 0
@@ -106,13 +110,13 @@ class SharedResultCache:
         """The answer kept for ``key`` under ``generation``, if any (``replay``: as
         :meth:`ResultCache.get <.result_cache.ResultCache.get>`)."""
         answer = self._find(self._key_digest(generation, key))
-        if answer is not None:
+        if answer is not None and (answer.body or not replay):
             self._hits += 1
             self._replayed += replay
         elif not replay:
             self._misses += 1
         else:
-            return None
+            return answer  # (nothing counted)
         _COUNTER.pack_into(self.map, self._row(), self._hits, self._misses, self._replayed)
         return answer
 
@@ -123,9 +127,12 @@ class SharedResultCache:
         if generation is None or len(answer.body) > self.max_entry_bytes or length > self.ring:
             return
         digest = self._key_digest(generation, key)
-        meta = struct.pack("<Qd", answer.rows, answer.seconds)
-        record = _RECORD.pack(length, digest, _checksum(digest, meta, tag, answer.body),
+        header = _RECORD.pack(length, digest, bytes(16), answer.rows, answer.seconds, len(tag))
+        record = _RECORD.pack(length, digest, _checksum(self._secret, header, tag, answer.body),
                               answer.rows, answer.seconds, len(tag)) + tag + answer.body
+        self._locked_append(digest, record)
+
+    def _locked_append(self, digest: bytes, record: bytes) -> None:
         with self._lock:
             fcntl.lockf(self.fd, fcntl.LOCK_EX)
             try:
@@ -196,6 +203,13 @@ class SharedResultCache:
                     return answer
         return None
 
+    def _renew(self, digest: bytes, position: int, record: bytes) -> None:
+        """Write a record found in the older half of the ring again at its head: what is
+        asked for stays (the ring alone would drop it after ``max_bytes`` of newer ones,
+        however often it was used)."""
+        if position < _POSITION.unpack_from(self.map, _RESERVE_AT)[0] - self.ring // 2:
+            self._locked_append(digest, record)
+
     def _read(self, digest: bytes, position: int, length: int) -> CachedAnswer | None:
         oldest = _POSITION.unpack_from(self.map, _RESERVE_AT)[0] - self.ring
         if position < oldest or length < _RECORD.size:
@@ -206,18 +220,23 @@ class SharedResultCache:
         if position < _POSITION.unpack_from(self.map, _RESERVE_AT)[0] - self.ring:
             return None
         size, found, checksum, rows, seconds, tag_length = _RECORD.unpack_from(record)
-        if size != length or found != digest:
+        if size != length or found != digest or _RECORD.size + tag_length > length:
             return None
         tag = record[_RECORD.size:_RECORD.size + tag_length]
         body = record[_RECORD.size + tag_length:]
-        if _checksum(digest, struct.pack("<Qd", rows, seconds), tag, body) != checksum:
+        header = _RECORD.pack(size, found, bytes(16), rows, seconds, tag_length)
+        if _checksum(self._secret, header, tag, body) != checksum:
             return None
+        self._renew(digest, position, record)
         return CachedAnswer(body, rows, seconds, tag.decode("ascii"))
 
     def _append(self, digest: bytes, record: bytes) -> None:
         """Write ``record`` at the head of the ring and point a slot at it (lock held)."""
         length = len(record)
-        head = _POSITION.unpack_from(self.map, _HEAD_AT)[0]
+        # From where the last writing ended (reserve), not the head: they differ only after
+        # a worker died writing, and starting from the head would move reserve backwards,
+        # making records written over since count as whole again.
+        head = _POSITION.unpack_from(self.map, _RESERVE_AT)[0]
         offset = head % self.ring
         if offset + length > self.ring:  # records never wrap: start the ring again
             head += self.ring - offset

@@ -76,7 +76,7 @@ STICKY = 1.0
 # length costs one trip per ~15 light queries and keeps the wait of the others short.
 TURN = 0.01
 # Request targets that may have an answer to send again (the lean route's paths).
-_QUERY_TARGETS = (b"/sparql", b"/query")
+_QUERY_TARGETS = frozenset({b"/sparql", b"/query"})
 # The name of a worker process (/proc/PID/comm).
 WORKER_NAME = b"sasci-kg-query"
 
@@ -304,6 +304,8 @@ class _Worker:
         """Read one request, run the app, send its answer; whether the connection stays
         (None: it went to the supervisor, with the rest of the answer to send)."""
         started = time.perf_counter()
+        if conn.arrived:  # queued in the supervisor first: that wait counts too
+            started -= max(0.0, time.monotonic() - conn.arrived)
         try:
             head = self._read_head(conn)
             if head is None:
@@ -317,17 +319,19 @@ class _Worker:
         except _Refused as exc:
             return self._refuse(conn, exc.status, exc.detail)
         replay = self._replay_key(request, head, body)
+        seen = False
         if replay is not None:
             kept = self.results.get(replay[0], replay[1], replay=True)
-            if kept is not None:
+            if kept is not None and kept.body:
                 return self._send_again(conn, request, kept.body, started)
+            seen = kept is not None  # these very bytes were asked before (a mark)
         environ = self._environ(conn, request.method, request.target, request.minor,
                                 request.headers, body)
         if replay is not None:
             environ[GENERATION] = replay[0]  # (read just now: the app need not again)
         status, headers, chunks = self._run_app(conn, environ)
         return self._send_plain(conn, request, status, headers, chunks, environ,
-                                replay=replay)
+                                replay=replay, seen=seen)
 
     # -- answers sent again
 
@@ -341,7 +345,7 @@ class _Worker:
         kept (:data:`~sasci_kg.web.REPLAYABLE`), as they were sent but for the Date."""
         if (self.results.max_bytes <= 0 or not request.keep_alive or self.stopping
                 or request.method not in ("GET", "POST", "HEAD")
-                or not request.target.startswith(_QUERY_TARGETS)):
+                or request.target.partition(b"?")[0] not in _QUERY_TARGETS):
             return None  # (only the lean query route marks answers to keep)
         generation = self.runtime.generation()
         if generation is None:
@@ -349,12 +353,17 @@ class _Worker:
         return generation, ("replay", head + body)
 
     def _keep_to_send_again(self, replay: tuple[Generation, tuple[str, bytes]],
-                            environ: dict[str, Any], lines: list[str], body: bytes) -> None:
+                            environ: dict[str, Any], lines: list[str], body: bytes,
+                            seen: bool) -> None:
+        """Keep the response, if the lean route marked it, once its bytes are asked for the
+        second time; the first time, a mark (an empty record) says they were. Kept at once,
+        every request with bytes of its own (a trace or request id, a new client) would
+        keep a response never sent again."""
         generation = environ.get(REPLAYABLE)
         if generation is None:
             return
         # Kept without its Date line (the second), which is written anew each time.
-        kept = "\r\n".join([lines[0], *lines[2:]]).encode("latin-1") + body
+        kept = "\r\n".join([lines[0], *lines[2:]]).encode("latin-1") + body if seen else b""
         self.results.put(generation, replay[1], CachedAnswer(kept, 0, 0.0, ""))
 
     def _send_again(self, conn: _Connection, request: _Request, kept: bytes,
@@ -362,9 +371,7 @@ class _Worker:
         """Send a kept answer (see :meth:`_replay_key`) and log it as the app would."""
         self.slots.write(self.index, _SENDING, conn=conn.ident)
         conn.deadline = time.monotonic() + SEND_TIMEOUT
-        if conn.arrived:  # queued in the supervisor first: that wait counts too
-            started -= max(0.0, time.monotonic() - conn.arrived)
-            conn.arrived = 0.0
+        conn.arrived = 0.0  # (its wait is in ``started``)
         line_end = kept.index(b"\r\n") + 2
         outbox = _Outbox(self, conn, True)
         try:
@@ -392,8 +399,8 @@ class _Worker:
     def _send_plain(self, conn: _Connection, request: _Request, status: str,
                     headers: list[tuple[str, str]], chunks: Iterable[bytes],
                     environ: dict[str, Any],
-                    replay: tuple[Generation, tuple[str, bytes]] | None = None
-                    ) -> bool | None:
+                    replay: tuple[Generation, tuple[str, bytes]] | None = None,
+                    seen: bool = False) -> bool | None:
         """Send the answer; whether the connection stays open, or None when the rest of it
         went to the supervisor to send (a slow reader, a large answer: see :class:`_Outbox`)."""
         code = int(status[:3])
@@ -434,7 +441,7 @@ class _Worker:
                 lines.append("Connection: keep-alive")
             lines.append("\r\n")
             if replay is not None and keep and code in (200, 304) and isinstance(chunks, list):
-                self._keep_to_send_again(replay, environ, lines, body)
+                self._keep_to_send_again(replay, environ, lines, body, seen)
             outbox = _Outbox(self, conn, keep)
             outbox.write("\r\n".join(lines).encode("latin-1") + body)
             if file is not None:
