@@ -20,7 +20,7 @@ Writers take a POSIX record lock on the memory file (the kernel lets go of it if
 dies holding it). Readers take no lock: a record is copied out, then checked against its
 checksum and the log's write position, so an answer being overwritten while read is a miss,
 never a wrong answer. The store generation is part of each key's digest, so a new build's
-answers never meet an old one's (the old ones age out of the ring).
+answers never meet an old one's; the first answer kept for a new generation empties the index.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .result_cache import CachedAnswer
 
 _MAGIC = 0x5341534349434331  # "SASCICC1"
 # header: magic, reserve (end of the record being written), head (end of the last written),
-# index slots, ring bytes, counter rows
+# index slots, ring bytes, counter rows; then the generation's mark (_GENERATION_AT)
 _HEADER = struct.Struct("<QQQQQQ")
 _HEADER_BYTES = 64
 _COUNTER = struct.Struct("<QQQ")  # hits, misses, replayed of one process
@@ -50,6 +50,7 @@ _PROBES = 8
 _PROBE_SLOTS = struct.Struct("<" + "16sQI4x" * _PROBES)  # the slots of one search, at once
 _ALIGN = 8
 _RESERVE_AT, _HEAD_AT = 8, 16
+_GENERATION_AT = 48  # a mark of the store generation of the answers kept (0: none yet)
 _POSITION = struct.Struct("<Q")
 
 
@@ -130,15 +131,25 @@ class SharedResultCache:
         header = _RECORD.pack(length, digest, bytes(16), answer.rows, answer.seconds, len(tag))
         record = _RECORD.pack(length, digest, _checksum(self._secret, header, tag, answer.body),
                               answer.rows, answer.seconds, len(tag)) + tag + answer.body
-        self._locked_append(digest, record)
+        self._locked_append(digest, record, generation)
 
-    def _locked_append(self, digest: bytes, record: bytes) -> None:
+    def _locked_append(self, digest: bytes, record: bytes, generation: Any = None) -> None:
         with self._lock:
             fcntl.lockf(self.fd, fcntl.LOCK_EX)
             try:
+                if generation is not None:
+                    self._follow(generation)
                 self._append(digest, record)
             finally:
                 fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def _follow(self, generation: Any) -> None:
+        """A new store generation empties the index (lock held): the old answers can never
+        be asked for again, and would count in :meth:`stats` until written over."""
+        mark = int.from_bytes(self._digest(generation, ())[:8], "little") or 1
+        if _POSITION.unpack_from(self.map, _GENERATION_AT)[0] != mark:
+            self.map[self._index_at:self._ring_at] = bytes(self._ring_at - self._index_at)
+            _POSITION.pack_into(self.map, _GENERATION_AT, mark)
 
     def stats(self) -> dict[str, int]:
         """Answers and bytes held now (by every process); hits, misses and the hits that
