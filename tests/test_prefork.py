@@ -353,7 +353,21 @@ def test_a_worker_s_memory_limit_is_soft(server: LiveServer) -> None:
     with open(f"/proc/{worker}/limits", encoding="ascii") as limits:
         line = next(x for x in limits if x.startswith("Max address space"))
     soft, hard = line.split()[3:5]
-    assert soft == str(4096 * 1024 * 1024) and soft != hard, line
+    # The limit, and the shared answer cache (64 MiB and its index) on top.
+    assert 4160 * 1024 * 1024 < int(soft) < 4170 * 1024 * 1024 and soft != hard, line
+
+
+def test_a_shared_cache_as_large_as_the_memory_limit_leaves_the_queries_theirs(
+        store_path: Path, tmp_path: Path) -> None:
+    """The cache is mapped whole in every worker from the start: counted against a worker's
+    address-space limit, a cache as large as the limit left no memory for the queries."""
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=1,
+                         worker_memory_mb=2048, result_cache_mb=3072) as live:
+        for _ in range(3):
+            response = requests.get(live.sparql, timeout=10, params={
+                "query": "SELECT ?s ?o WHERE { ?s ?p ?o } ORDER BY ?o"})
+            assert response.status_code == 200, response.text
+        assert _cache_stats(live)["hits"] == 2
 
 
 def test_a_query_past_its_limit_is_504_and_its_worker_replaced(server: LiveServer) -> None:

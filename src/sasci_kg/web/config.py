@@ -71,7 +71,8 @@ class ServerConfig:
     max_upload_bytes: int = _setting(16 * 1024 * 1024, help="largest Graph Store write body")
     worker_memory_mb: int = _setting(4096, help="address-space limit per query process; 0: none")
     result_cache_mb: int = _setting(
-        64, help="query answers kept per store generation, MiB (per HTTP worker); 0: none"
+        64, help="query answers kept per store generation, MiB (one cache for the prefork "
+        "server's workers; per HTTP process under granian and gunicorn); 0: none"
     )
     service_allow: tuple[str, ...] = _setting(
         (), help="IRI prefixes SERVICE/LOAD may reach (comma-separated); empty: none"

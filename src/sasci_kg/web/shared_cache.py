@@ -84,7 +84,7 @@ class SharedResultCache:
         self.counters = max(1, counters)
         self._index_at = _HEADER_BYTES + self.counters * _COUNTER.size
         self._ring_at = self._index_at + slots * _SLOT.size
-        size = self._ring_at + self.ring
+        self.size = size = self._ring_at + self.ring  # the bytes mapped in each process
         self.fd = os.memfd_create("sasci-kg-answers", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, size)
         self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -147,8 +147,13 @@ class SharedResultCache:
         """A new store generation empties the index (lock held): the old answers can never
         be asked for again, and would count in :meth:`stats` until written over."""
         mark = int.from_bytes(self._digest(generation, ())[:8], "little") or 1
-        if _POSITION.unpack_from(self.map, _GENERATION_AT)[0] != mark:
-            self.map[self._index_at:self._ring_at] = bytes(self._ring_at - self._index_at)
+        was = _POSITION.unpack_from(self.map, _GENERATION_AT)[0]
+        if was != mark:
+            if was:  # (a new cache's index is empty: writing zeros would only take memory)
+                zeros = bytes(1 << 20)
+                for at in range(self._index_at, self._ring_at, len(zeros)):
+                    end = min(at + len(zeros), self._ring_at)
+                    self.map[at:end] = zeros[:end - at]
             _POSITION.pack_into(self.map, _GENERATION_AT, mark)
 
     def stats(self) -> dict[str, int]:

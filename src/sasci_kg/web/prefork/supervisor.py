@@ -225,7 +225,10 @@ class Supervisor:
         if self.config.worker_memory_mb > 0:
             # The soft limit only: a download's maker, a child of this process, takes it off
             # (making one at 10⁷ triples needs more than a query may use; see downloads.py).
-            limit = self.config.worker_memory_mb * 1024 * 1024
+            # The shared answer cache is mapped whole from the start: it is not the query's
+            # memory, so it comes on top (a cache as large as the limit left none).
+            shared = getattr(self.app.extensions["sasci_kg"].results, "size", 0)
+            limit = self.config.worker_memory_mb * 1024 * 1024 + shared
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
             os.environ[MAKER_MEMORY_LIMIT_ENV] = str(soft)  # the makers get the server's own
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
