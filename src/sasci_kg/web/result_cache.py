@@ -51,6 +51,7 @@ class AnswerCache(Protocol):
 
     max_bytes: int
     max_entry_bytes: int
+    shared: bool  # one cache for several processes
 
     def get(self, generation: Any, key: Hashable, *, replay: bool = False
             ) -> CachedAnswer | None: ...
@@ -66,6 +67,8 @@ class ResultCache:
     ``max_bytes`` bounds the bodies held in all (0 switches the cache off); an answer over
     ``max_entry_bytes`` is never kept, so one big result cannot push out many small ones.
     """
+
+    shared = False
 
     def __init__(self, max_bytes: int, max_entry_bytes: int):
         self.max_bytes = max_bytes

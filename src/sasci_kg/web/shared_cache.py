@@ -39,8 +39,8 @@ from flask import Flask
 from .result_cache import CachedAnswer
 
 _MAGIC = 0x5341534349434331  # "SASCICC1"
-# header: magic, reserve (end of the record being written), head (end of the last written),
-# index slots, ring bytes, counter rows; then the generation's mark (_GENERATION_AT)
+# header: magic, reserve (where the record being written, or the last one, ends), a field
+# unused, index slots, ring bytes, counter rows; then the generation's mark (_GENERATION_AT)
 _HEADER = struct.Struct("<QQQQQQ")
 _HEADER_BYTES = 64
 _COUNTER = struct.Struct("<QQQ")  # hits, misses, replayed of one process
@@ -49,7 +49,7 @@ _RECORD = struct.Struct("<I16s16sQdH")  # length, digest, checksum, rows, second
 _PROBES = 8
 _PROBE_SLOTS = struct.Struct("<" + "16sQI4x" * _PROBES)  # the slots of one search, at once
 _ALIGN = 8
-_RESERVE_AT, _HEAD_AT = 8, 16
+_RESERVE_AT = 8
 _GENERATION_AT = 48  # a mark of the store generation of the answers kept (0: none yet)
 _POSITION = struct.Struct("<Q")
 
@@ -70,6 +70,8 @@ class SharedResultCache:
     Made before the fork; ``counters`` is how many processes keep their own hit and miss
     counts in it (each one says which with :meth:`bind`); they are summed in :meth:`stats`.
     """
+
+    shared = True
 
     def __init__(self, max_bytes: int, max_entry_bytes: int, counters: int = 1):
         if max_bytes <= 0:
@@ -249,9 +251,8 @@ class SharedResultCache:
     def _append(self, digest: bytes, record: bytes) -> None:
         """Write ``record`` at the head of the ring and point a slot at it (lock held)."""
         length = len(record)
-        # From where the last writing ended (reserve), not the head: they differ only after
-        # a worker died writing, and starting from the head would move reserve backwards,
-        # making records written over since count as whole again.
+        # From where the last writing was to end (reserve), even if it never did (a worker
+        # that died writing): going back would make records written over count as whole.
         head = _POSITION.unpack_from(self.map, _RESERVE_AT)[0]
         offset = head % self.ring
         if offset + length > self.ring:  # records never wrap: start the ring again
@@ -260,11 +261,10 @@ class SharedResultCache:
         end = head + length
         end += -end % _ALIGN
         # Say first where the writing ends, so that a reader of a record written over
-        # sees it has gone; then write the record, then the head.
+        # sees it has gone; then write the record.
         _POSITION.pack_into(self.map, _RESERVE_AT, end)
         start = self._ring_at + offset
         self.map[start:start + length] = record
-        _POSITION.pack_into(self.map, _HEAD_AT, end)
         oldest = end - self.ring
         # The slot of the same key if there is one, else a free one, else the oldest. (A
         # never-used slot ends a search: the same key is never after one.)

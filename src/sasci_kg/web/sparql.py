@@ -72,7 +72,6 @@ from .result_cache import (
     entity_tag,
     not_modified,
 )
-from .shared_cache import SharedResultCache
 
 bp = Blueprint("sparql", __name__)
 log = logging.getLogger("sasci_kg.web")
@@ -687,8 +686,7 @@ def healthz() -> Response:
     # Answers kept for this store generation: the prefork server's processes share one
     # cache; under the other servers each process keeps its own, so the figures are those
     # of the process that answered (named, since calls alternate).
-    shared = isinstance(runtime.results, SharedResultCache)
-    body["answer_cache"] = {**runtime.results.stats(), "shared": shared,
+    body["answer_cache"] = {**runtime.results.stats(), "shared": runtime.results.shared,
                             "process": os.getpid()}
     response = Response(json.dumps(body) + "\n", content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
