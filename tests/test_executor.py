@@ -26,6 +26,7 @@ from sasci_kg.executor import (
     InvalidRdfError,
     QueryJob,
     QueryTimeoutError,
+    QueryTooComplexError,
     ResultTooLargeError,
     UpdateJob,
     WorkerCrashedError,
@@ -210,6 +211,23 @@ def test_a_parser_crash_costs_one_worker_only(pool: WorkerPool) -> None:
         pool.run(QueryJob(deep, JSON), timeout=5)
     assert info.value.phase == "parse"
     assert pool.run(QueryJob("ASK {}", JSON), timeout=5).body.endswith(b"true}")
+
+
+def test_a_query_out_of_memory_is_no_parser_crash(store_path: Path) -> None:
+    """Sorted, the cross product is evaluated inside pyoxigraph's query call, before the
+    worker can say the query parsed: its death was reported as the parser's (400)."""
+    sorted_cross_product = (
+        "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k ?l . ?m ?n ?o . ?p ?q ?r . "
+        "?s ?t ?u } ORDER BY ?c ?f ?i ?l ?o ?r ?u")
+    small = WorkerPool(store_path, size=1, memory_limit_mb=2048)
+    try:
+        with pytest.raises(WorkerCrashedError) as info:
+            small.run(QueryJob(sorted_cross_product, JSON), timeout=50)
+        assert info.value.phase == "run" and not isinstance(info.value, QueryTooComplexError)
+        assert "2048 MiB of memory" in str(info.value)
+        assert small.run(QueryJob("ASK {}", JSON), timeout=5).body.endswith(b"true}")
+    finally:
+        small.close()
 
 
 def test_busy_pool_refuses_with_retry_after(store_path: Path) -> None:

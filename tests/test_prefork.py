@@ -27,6 +27,7 @@ import requests
 from conftest import LiveServer, alive, cpu_ticks, make_store, run_live_server
 from reliability_support import problem_shape
 
+from sasci_kg.executor import PARSE_WINDOW
 from sasci_kg.web.prefork.http import PEEK_BYTES, _complete, _parse_plain
 from sasci_kg.web.prefork.slots import _Slots
 
@@ -344,6 +345,32 @@ def test_a_worker_killed_mid_query_is_answered_for_and_replaced(server: LiveServ
         time.sleep(0.05)
     assert not alive(worker)
     assert requests.get(server.sparql, params={"query": "ASK {}"}, timeout=10).ok
+
+
+# Sorted, so pyoxigraph's query call evaluates it all before it returns: a death there came
+# after the parser had finished, which only the time it took can tell.
+SORTED_CROSS_PRODUCT = ("SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k ?l . ?m ?n ?o . "
+                        "?p ?q ?r . ?s ?t ?u } ORDER BY ?c ?f ?i ?l ?o ?r ?u")
+
+
+def test_a_query_out_of_memory_is_no_parser_crash(store_path: Path, tmp_path: Path) -> None:
+    """It was answered 400 "the query crashed the SPARQL parser": the worker died before
+    pyoxigraph's query call returned, which counted as the parser's."""
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=1,
+                         worker_memory_mb=2048) as live:
+        started = time.monotonic()
+        response = requests.get(live.sparql, timeout=60, params={
+            "query": SORTED_CROSS_PRODUCT, "timeout": "50"})
+        assert time.monotonic() - started > PARSE_WINDOW
+        body = problem_shape(500, response.headers["Content-Type"], response.content)
+        assert body["type"].endswith("/worker-crashed"), body
+        assert "2048 MiB of memory" in body["detail"], body
+        # A query that does crash the parser is still told so.
+        deep = "SELECT * WHERE " + "{" * 3000 + "}" * 3000
+        response = requests.post(live.sparql, data={"query": deep}, timeout=30)
+        body = problem_shape(400, response.headers["Content-Type"], response.content)
+        assert body["type"].rsplit("/", 1)[1] in ("query-too-complex", "query-too-deep"), body
+        assert requests.get(live.sparql, params={"query": "ASK {}"}, timeout=10).ok
 
 
 def test_a_worker_s_memory_limit_is_soft(server: LiveServer) -> None:

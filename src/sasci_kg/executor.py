@@ -99,13 +99,20 @@ class ExecutorBusyError(SasciKgError):
 
 
 class WorkerCrashedError(SasciKgError):
-    """The worker process died while running a job (``phase``: parse or run)."""
+    """The worker process died while running a job (``phase``: parse or run).
+    ``memory_mb``: the address-space limit a query process has (0: none)."""
 
-    def __init__(self, phase: str, exitcode: int | None):
+    def __init__(self, phase: str, exitcode: int | None, *, memory_mb: int = 0):
         if phase == "parse":
             message = (
                 "the query crashed the SPARQL parser (it is too complex: very long chains of "
                 "operators, paths or OPTIONALs); simplify it"
+            )
+        elif memory_mb:
+            message = (
+                "the query process stopped while running the query, most likely because it "
+                f"needed more than the {memory_mb} MiB of memory a query may use; narrow it "
+                "(more specific patterns, fewer joins, a LIMIT); the error is logged"
             )
         else:
             message = "the query worker stopped unexpectedly (out of memory?); the error is logged"
@@ -120,6 +127,22 @@ class QueryTooComplexError(WorkerCrashedError):
     The query is at fault, not the server: a long chain of unary operators or path steps
     overflows the parser's stack, and no size or nesting limit can rule every such chain out.
     """
+
+
+# pyoxigraph's query call parses, plans and, for what must see every solution first (ORDER BY,
+# aggregates, DISTINCT …), evaluates: a worker that dies inside it has crashed the parser only if
+# it died soon. A query within the guard's size and nesting limits parses in milliseconds, while
+# running out of memory takes seconds of work.
+PARSE_WINDOW = 0.25
+
+
+def crash_error(*, parsed: bool, seconds: float, exitcode: int | None,
+                memory_mb: int = 0) -> WorkerCrashedError:
+    """The error for a worker that died ``seconds`` into a query job: the parser's (400) or a
+    failure while running (500; ``memory_mb``: the worker's memory limit, for the message)."""
+    if not parsed and seconds < PARSE_WINDOW:
+        return QueryTooComplexError("parse", exitcode)
+    return WorkerCrashedError("run", exitcode, memory_mb=memory_mb)
 
 
 class StoreUnavailableError(StoreError):
@@ -1183,7 +1206,8 @@ class WorkerPool:
         """Send the job and wait for its reply; a job error comes back as a value, since the
         worker that reported it is fine. Timeouts and crashes raise."""
         conn = worker.conn
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
         worker.phase.value = 0
         try:
             _send(conn, (job, timeout))
@@ -1199,16 +1223,17 @@ class WorkerPool:
             _, rows, seconds, info, body = reply
             return Outcome(body, rows=rows, seconds=seconds, info=info)
         except (EOFError, OSError) as exc:
-            phase = "run" if worker.phase.value or not isinstance(job, QueryJob) else "parse"
+            seconds = time.monotonic() - began
             worker.process.join(timeout=1)
             exitcode = worker.process.exitcode
+            error = crash_error(
+                parsed=bool(worker.phase.value) or not isinstance(job, QueryJob),
+                seconds=seconds, exitcode=exitcode, memory_mb=self.memory_limit_mb)
             log.error(
-                "query worker %s died during %s (exit code %s): %s",
-                worker.process.pid, phase, exitcode, exc,
+                "query worker %s died during %s, %.2f s into the job (exit code %s): %s",
+                worker.process.pid, error.phase, seconds, exitcode, exc,
             )
-            if phase == "parse":
-                raise QueryTooComplexError(phase, exitcode) from None
-            raise WorkerCrashedError(phase, exitcode) from None
+            raise error from None
 
 
 def _stop(worker: _Worker, *, polite: bool) -> None:

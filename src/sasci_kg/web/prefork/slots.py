@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import mmap
 import struct
+import time
 
 # (_STARTING: forked, not yet taking requests; it then writes _IDLE.)
 _IDLE, _BUSY, _SENDING, _ANSWERED, _DEAD, _STARTING = 0, 1, 2, 3, 4, 5
-# state, query job?, parsed?, connection id, deadline (CLOCK_MONOTONIC, 0 when none)
-_SLOT = struct.Struct("<BBBxxxxxQd")
+# state, query job?, parsed?, connection id, deadline and when the job began (CLOCK_MONOTONIC,
+# 0 when none)
+_SLOT = struct.Struct("<BBBxxxxxQdd")
 _ID = struct.Struct("<Q")
 # A request handed to a worker: the connection's id, and when its first bytes arrived
 # (CLOCK_MONOTONIC: the time it waited for a worker counts in its logged duration).
@@ -28,9 +30,10 @@ class _Slots:
         # then how many whole requests it holds waiting for a free worker.
         self.memory = mmap.mmap(-1, _SLOT.size * count + 2 * _ID.size)
 
-    def read(self, index: int) -> tuple[int, int, int, int, float]:
-        state, query, parsed, conn, deadline = _SLOT.unpack_from(self.memory, index * _SLOT.size)
-        return state, query, parsed, conn, deadline
+    def read(self, index: int) -> tuple[int, int, int, int, float, float]:
+        state, query, parsed, conn, deadline, began = _SLOT.unpack_from(
+            self.memory, index * _SLOT.size)
+        return state, query, parsed, conn, deadline, began
 
     def stats(self, asking: int) -> dict[str, int]:
         """The workers as ``/healthz`` reports them (the pool's fields), from worker
@@ -52,8 +55,9 @@ class _Slots:
         _ID.pack_into(self.memory, _SLOT.size * self.count + _ID.size, count)
 
     def write(self, index: int, state: int, query: int = 0, parsed: int = 0,
-              conn: int = 0, deadline: float = 0.0) -> None:
-        _SLOT.pack_into(self.memory, index * _SLOT.size, state, query, parsed, conn, deadline)
+              conn: int = 0, deadline: float = 0.0, began: float = 0.0) -> None:
+        _SLOT.pack_into(self.memory, index * _SLOT.size, state, query, parsed, conn, deadline,
+                        began)
 
 
 class _SlotStatus:
@@ -64,11 +68,11 @@ class _SlotStatus:
         self.conn = 0
 
     def begin(self, deadline: float, query: bool) -> None:
-        self.slots.write(self.index, _BUSY, int(query), 0, self.conn, deadline)
+        self.slots.write(self.index, _BUSY, int(query), 0, self.conn, deadline, time.monotonic())
 
     def parsed(self) -> None:
-        state, query, _, conn, deadline = self.slots.read(self.index)
-        self.slots.write(self.index, state, query, 1, conn, deadline)
+        state, query, _, conn, deadline, began = self.slots.read(self.index)
+        self.slots.write(self.index, state, query, 1, conn, deadline, began)
 
     def end(self) -> None:
         self.slots.write(self.index, _BUSY, 0, 0, self.conn, 0.0)

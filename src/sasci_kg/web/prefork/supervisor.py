@@ -27,8 +27,7 @@ from ...downloads import MAKER_MEMORY_LIMIT_ENV
 from ...executor import (
     ExecutorBusyError,
     QueryTimeoutError,
-    QueryTooComplexError,
-    WorkerCrashedError,
+    crash_error,
 )
 from .. import close_app, create_app
 from ..config import ServerConfig
@@ -531,7 +530,7 @@ class Supervisor:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for child in self.children.values():
-            state, _, _, _, deadline = self.slots.read(child.index)
+            state, _, _, _, deadline, _ = self.slots.read(child.index)
             if state == _BUSY and deadline and now > deadline + KILL_GRACE:
                 log.warning("query process %s killed: %.1f s past its time limit", child.pid,
                             now - deadline)
@@ -560,15 +559,16 @@ class Supervisor:
                 self.slots.write(child.index, _DEAD, *state[1:])
 
     def _after_death(self, child: _Child, status: int) -> None:
-        state, query, parsed, ident, deadline = self.slots.read(child.index)
+        state, query, parsed, ident, deadline, began = self.slots.read(child.index)
         code = os.waitstatus_to_exitcode(status)
         if state == _BUSY and ident in self.connections and ident not in self.outgoing:
-            if deadline and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline and now > deadline:
                 exc: Exception = QueryTimeoutError(self.config.max_timeout)
-            elif query and not parsed:
-                exc = QueryTooComplexError("parse", code)
             else:
-                exc = WorkerCrashedError("run", code)
+                exc = crash_error(parsed=bool(parsed) or not query or not began,
+                                  seconds=now - began, exitcode=code,
+                                  memory_mb=self.config.worker_memory_mb)
             log.error("query process %s died while answering a request (exit code %s)",
                       child.pid, code)
             status_line, headers, body = _render(self.app, exc, _bare_environ(self.config.port))
