@@ -130,6 +130,7 @@ class Context:
     sasci_path: str
     describe: bool = True
     shacl_engines: tuple[str, ...] = ("sparql", "pyshacl")
+    bare_front: bool = False
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -433,6 +434,10 @@ def _start_endpoints(ctx: Context) -> list[Endpoint]:
     endpoints.append(HttpEndpoint("oxigraph", [
         str(BIN / "oxigraph"), "serve-read-only", "--location", str(ctx.store),
         "--bind", f"127.0.0.1:{port}", "--union-default-graph"], port, "/query"))
+    if ctx.bare_front:  # the floor of a Python HTTP front (benchmarks/bare_front.py)
+        port = _free_port()
+        endpoints.append(HttpEndpoint("python-floor", [
+            PY, "-m", "benchmarks.bare_front", str(ctx.store), str(port)], port, "/query"))
     endpoints.append(InProcess(ctx.store))
     return endpoints
 
@@ -963,6 +968,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-describe", action="store_true", help="build without the VoID "
                         "description (describe_dataset), measured with the library instead "
                         "of the CLI: for sizes where describing the dataset does not fit")
+    parser.add_argument("--bare-front", action="store_true", help="also measure the plainest "
+                        "Python HTTP front over pyoxigraph, with no safety (benchmarks/"
+                        "bare_front.py): what answering from Python costs at all")
     parser.add_argument("--memory-cap", type=float, default=None, metavar="GIB",
                         help="address-space limit of each measured process (prlimit)")
     args = parser.parse_args(argv)
@@ -973,7 +981,8 @@ def main(argv: list[str] | None = None) -> None:
                   duration=args.duration, clients=args.clients, shacl_timeout=args.shacl_timeout,
                   named_timeout=args.named_timeout, sasci_serve=args.sasci_serve,
                   sasci_path=args.sasci_path, describe=not args.no_describe,
-                  shacl_engines=tuple(e for e in args.shacl_engines.split(",") if e))
+                  shacl_engines=tuple(e for e in args.shacl_engines.split(",") if e),
+                  bare_front=args.bare_front)
     if args.memory_cap:
         MEMORY_CAP.append(int(args.memory_cap * 2**30))
     results_path = work / "results.json"

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyoxigraph as ox
+import requests
 from click.testing import CliRunner
 from project import ONTOLOGY, ROOT
 
@@ -59,3 +62,36 @@ def test_generator_is_deterministic_and_its_facts_validate_build_and_answer(
     for query in MIX:
         opened.query(query.sparql(manifest, 0), use_default_graph_as_union=True)
     assert len(opened) > 2000
+
+
+def test_the_bare_front_answers_the_mix_as_pyoxigraph_does(store_path: Path) -> None:
+    """``--bare-front``'s floor answers GET and POST with pyoxigraph's own serialisation."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_front", str(store_path),
+                               str(port)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.05)
+        store = ox.Store.read_only(str(store_path))
+        select = "SELECT ?s WHERE { ?s ?p ?o } ORDER BY ?s LIMIT 3"
+        expected = store.query(select, use_default_graph_as_union=True)
+        assert isinstance(expected, ox.QuerySolutions)
+        want = expected.serialize(format=ox.QueryResultsFormat.JSON)
+        url = f"http://127.0.0.1:{port}/query"
+        with requests.Session() as session:  # one keep-alive connection for all three
+            assert session.post(url, data={"query": select}, timeout=10).content == want
+            assert session.get(url, params={"query": select}, timeout=10).content == want
+            graph = session.post(url, data={"query": "CONSTRUCT WHERE { ?s ?p ?o }"}, timeout=10)
+        assert graph.headers["Content-Type"] == "application/n-triples"
+        assert len(graph.content.splitlines()) == len(store)
+    finally:
+        server.kill()
+        server.wait()
