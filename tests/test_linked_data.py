@@ -259,6 +259,19 @@ def test_page_lists_incoming_statements_and_embeds_json_ld(client: FlaskClient) 
             rdflib.URIRef(BASE + "id/org/lse")) in triples
 
 
+@pytest.mark.parametrize("path", ["/id/org/cpec", "/graph/vocab", "/def",
+                                  "/.well-known/void"])
+def test_json_ld_of_a_resource_or_graph_is_the_graph_turtle_gives(
+        client: FlaskClient, path: str) -> None:
+    """Read as a graph (rdflib's Graph, Jena's Model), the JSON-LD held nothing: each named
+    graph was a graph object, leaving the default graph empty."""
+    turtle = rdflib.Graph().parse(data=client.get(path + "?format=ttl").data, format="turtle")
+    response = client.get(path, headers={"Accept": "application/ld+json"})
+    assert response.mimetype == "application/ld+json"
+    jsonld = rdflib.Graph().parse(data=response.data, format="json-ld")
+    assert len(turtle) > 10 and set(jsonld) == set(turtle)
+
+
 def test_resource_document_has_both_directions_and_labels(client: FlaskClient) -> None:
     quads = parse(client.get("/id/org/cpec.nq").data, "application/n-quads")
     cpec = ox.NamedNode(BASE + "id/org/cpec")

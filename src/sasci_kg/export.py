@@ -97,13 +97,17 @@ def sort_quads(quads: Iterable[ox.Quad], first: str | None = None) -> list[ox.Qu
 
 def serialize_quads(
     quads: Iterable[ox.Quad], format_name: str, *, canonical: bool = False,
-    first: str | None = None,
+    first: str | None = None, as_graph: bool = False,
 ) -> bytes:
     """Serialise quads deterministically; triple formats merge all graphs into one.
 
     ``canonical`` (N-Quads only) gives the RDFC-1.0 canonical form: blank nodes relabelled by
     ``Dataset.canonicalize`` and the lines in code point order. ``first``: an IRI whose own
-    statements come first (in each graph), as a document about it reads best.
+    statements come first (in each graph), as a document about it reads best. ``as_graph``:
+    the document is one RDF graph (a resource's description, a named graph's contents), so
+    JSON-LD too merges the graphs into its default graph, as Turtle does: clients load such a
+    document as a graph (rdflib's ``Graph``, Jena's ``Model``), where named graph objects
+    left it empty. Dataset exports keep a graph object per named graph, as TriG does.
     """
     fmt = get_format(format_name)
     if canonical:
@@ -113,7 +117,7 @@ def serialize_quads(
         return canonical_nquads(quads)
     ordered = sort_quads(quads, first)
     if fmt.name == "jsonld":
-        return compact_jsonld(ordered)
+        return compact_jsonld(merged(ordered) if as_graph else ordered)
     if fmt.quads:
         items: list[ox.Quad] | list[ox.Triple] = ordered
     else:
@@ -123,6 +127,12 @@ def serialize_quads(
     if fmt.name in ("ttl", "trig"):
         data = _space_blocks(_sort_prefix_lines(data))
     return data
+
+
+def merged(quads: Iterable[ox.Quad]) -> list[ox.Quad]:
+    """The quads' statements in the default graph, each once."""
+    return [ox.Quad(t.subject, t.predicate, t.object)
+            for t in dict.fromkeys(q.triple for q in quads)]
 
 
 def sort_triples(triples: Iterable[ox.Triple], first: str | None = None) -> list[ox.Triple]:

@@ -52,7 +52,7 @@ from ..downloads import (
 )
 from ..errors import NotFoundError
 from ..executor import StoreUnavailableError
-from ..export import JSONLD_CONTEXT, compact_jsonld, get_format, serialize_quads
+from ..export import JSONLD_CONTEXT, compact_jsonld, get_format, merged, serialize_quads
 from ..remote import RemoteBackend
 from ..store import Backend, open_store, store_generation
 from ..vocab import BASE, ONTOLOGY_GRAPH, OWL, PREFIXES, SCHEME, VOCAB_GRAPH
@@ -288,7 +288,7 @@ def _finish(response: Response, *, path: str, extension: str | None, chosen: For
 
 
 def _rdf(quads: Iterable[ox.Quad], fmt: Format, *, about: str | None = None) -> Response:
-    body = serialize_quads(quads, fmt.key, first=about)
+    body = serialize_quads(quads, fmt.key, first=about, as_graph=True)
     return Response(body, content_type=fmt.content_type)
 
 
@@ -345,7 +345,7 @@ def _type_view(view: _Viewer, iri: str) -> TermView:
 
 def _jsonld_script(quads: Sequence[ox.Quad]) -> str:
     """Compacted JSON-LD for a ``<script type="application/ld+json">`` block."""
-    text = compact_jsonld(quads).decode("utf-8").strip()
+    text = compact_jsonld(merged(quads)).decode("utf-8").strip()
     # "</script>" or "<!--" inside a literal must not end the block.
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
@@ -509,7 +509,8 @@ def _graph_quads(gen: _Generation, graph: str) -> list[ox.Quad]:
 
 def _graph_body(gen: _Generation, graph: str, fmt: Format) -> bytes:
     body: bytes = gen.cached(("graph-body", graph, fmt.key),
-                             lambda: serialize_quads(_graph_quads(gen, graph), fmt.key))
+                             lambda: serialize_quads(_graph_quads(gen, graph), fmt.key,
+                                                     as_graph=True))
     return body
 
 
