@@ -117,6 +117,29 @@ def test_invalid_utf8_body_is_400(client: FlaskClient) -> None:
     assert_problem(response, 400)
 
 
+STRLEN_OF_A_E_B = b"query=SELECT+%3Fx+%7BBIND(STRLEN(%22a{}b%22)+AS+%3Fx)%7D"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_percent_escapes_that_are_not_utf8_are_400(client: FlaskClient, method: str) -> None:
+    """Protocol §2.1.1–2.1.2: percent-encoded UTF-8. ``%E9`` (Latin-1 é) was kept as the
+    three characters "%E9" and the query ran on that text (STRLEN 5)."""
+    def ask(escape: bytes) -> Any:
+        encoded = STRLEN_OF_A_E_B.replace(b"{}", escape)
+        if method == "GET":
+            return client.get("/sparql?" + encoded.decode("ascii"))
+        return client.post("/sparql", data=encoded,
+                           content_type="application/x-www-form-urlencoded")
+
+    body = assert_problem(ask(b"%E9"), 400)
+    where = "query string" if method == "GET" else "form body"
+    assert where in body["detail"] and "not UTF-8" in body["detail"], body
+    utf8 = ask(b"%C3%A9")
+    assert json.loads(utf8.data)["results"]["bindings"][0]["x"]["value"] == "3"
+    escaped = ask(b"%25E9")  # the text "%E9" itself
+    assert json.loads(escaped.data)["results"]["bindings"][0]["x"]["value"] == "5"
+
+
 def test_unknown_parameters_are_ignored(client: FlaskClient) -> None:
     response = client.get("/sparql", query_string={"query": NAMES, "callback": "x", "zzz": "1"})
     assert response.status_code == 200 and names(response) == ALL_NAMES

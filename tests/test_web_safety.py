@@ -79,13 +79,16 @@ def test_writes_are_refused_when_updates_are_off(client: FlaskClient) -> None:
         {"data": "DELETE WHERE { ?s ?p ?o }", "content_type": "application/sparql-query"},
         {"data": {"query": "CLEAR ALL"}, "headers": AUTH},
         {"data": {"update": "CLEAR ALL"}, "headers": AUTH},
+        {"data": {"query": "ASK {}", "update": "CLEAR ALL"}, "headers": AUTH},
+        {"method": "GET", "query_string": {"query": "ASK {}", "update": "CLEAR ALL"}},
         {"data": "CLEAR ALL", "content_type": "application/sparql-update", "headers": AUTH},
     ],
 )
 def test_an_update_sent_to_the_query_endpoint_is_refused(
     client: FlaskClient, kwargs: dict[str, Any]
 ) -> None:
-    body = problem_of(client.post("/sparql", **kwargs), 400, "wrong-operation")
+    body = problem_of(client.open("/sparql", **{"method": "POST", **kwargs}), 400,
+                      "wrong-operation")
     assert "/update" in body["detail"]
 
 

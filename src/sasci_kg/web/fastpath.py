@@ -18,7 +18,7 @@ import io
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from flask import Flask
 from werkzeug.datastructures import MultiDict
@@ -152,6 +152,10 @@ def _parse_form(text: str) -> list[tuple[str, str]]:
         raw_name, _, raw_value = part.partition("=")
         name, value = _form_unquote(raw_name), _form_unquote(raw_value)
         if name is None or value is None:
+            try:  # text that is not UTF-8 once decoded is refused by the Flask view (400)
+                unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _PassOn from None
             return parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")
         pairs.append((name, value))
     return pairs

@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import pyoxigraph as ox
 from flask import Blueprint, Response, current_app, redirect, request, url_for
@@ -251,11 +252,14 @@ def read_operation(kind: str) -> tuple[MultiDict[str, str], str | None]:
     Werkzeug) or ``application/sparql-{kind}`` (the body is the text). A single-valued
     parameter in both the URL and the body is refused rather than guessed.
     """
+    check_utf8_form(request.query_string, "the URL's query string")
     if request.method != "POST":
         return request.args, single(request.args, kind)
     request.max_content_length = get_config().max_body_bytes
     mimetype = request.mimetype
     if mimetype == FORM_URLENCODED:
+        # (Werkzeug parses the form from the bytes kept here.)
+        check_utf8_form(request.get_data(cache=True), "the form body")
         form = request.form
         for name in SINGLE_VALUED:
             if name in form and name in request.args:
@@ -283,6 +287,18 @@ def read_operation(kind: str) -> tuple[MultiDict[str, str], str | None]:
     raise UnsupportedMediaTypeError(
         f"a {kind} POST must be {' or '.join(accepted)}, not {mimetype or 'untyped'}", accepted
     )
+
+
+def check_utf8_form(raw: bytes, where: str) -> None:
+    """400 unless ``raw`` (a query string or a form body) percent-decodes to UTF-8, as SPARQL
+    1.1 Protocol §2.1.1–2.1.2 require: Werkzeug keeps an escape that is not UTF-8 as its
+    text, so ``%E9`` (Latin-1 é) silently became the three characters ``%E9`` of a query."""
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError(
+            f"{where} is not UTF-8 once percent-decoded (byte {exc.object[exc.start]:#04x}); "
+            "percent-encode the text's UTF-8 bytes (é is %C3%A9)") from None
 
 
 def graph_iris(params: MultiDict[str, str], name: str) -> list[str]:
@@ -484,7 +500,7 @@ def read_query_request() -> tuple[MultiDict[str, str], str | None]:
             "send updates to /update (with its token, if updates are enabled)"
         )
     params, text = read_operation("query")
-    if text is None and "update" in params:
+    if "update" in params:  # (with a query too: neither is guessed, nothing silently dropped)
         raise WrongOperationError(
             "the update parameter belongs to /update; this endpoint only answers queries"
         )
