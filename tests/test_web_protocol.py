@@ -247,6 +247,13 @@ def test_protocol_and_query_datasets(client: FlaskClient) -> None:
         ("query", COUNT), ("format", "csv"), ("default-graph-uri", GRAPH_A),
         ("default-graph-uri", GRAPH_B)])
     assert both.get_data(as_text=True).split()[1] == "15"
+    # A graph named twice is merged with itself: its triples count once (they counted twice).
+    twice = client.get("/sparql", query_string=[
+        ("query", COUNT), ("format", "csv"), ("default-graph-uri", GRAPH_B),
+        ("default-graph-uri", GRAPH_B)])
+    assert twice.get_data(as_text=True).split()[1] == "7"
+    query = "SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }"
+    assert count(client, query, **{"named-graph-uri": [GRAPH_A, GRAPH_A]}) == "8"
 
 
 @pytest.mark.parametrize("value", ["relative/graph", "not an iri", ""])

@@ -302,11 +302,13 @@ def check_utf8_form(raw: bytes, where: str) -> None:
 
 
 def graph_iris(params: MultiDict[str, str], name: str) -> list[str]:
-    """The values of a graph-IRI parameter, each checked to be an absolute IRI."""
+    """The values of a graph-IRI parameter, each checked to be an absolute IRI, each once:
+    the dataset's default graph is the RDF merge of those named, and a graph merged with
+    itself is itself (given twice, pyoxigraph counted its triples twice)."""
     values = params.getlist(name)
     for value in values:
         check_absolute_iri(value, name)
-    return values
+    return list(dict.fromkeys(values))
 
 
 def check_absolute_iri(value: str, name: str) -> None:
