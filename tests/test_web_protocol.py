@@ -497,8 +497,12 @@ def test_federation_and_updates_show_in_the_description(store_path: Path) -> Non
         graph = sd_graph(application.test_client().get("/sparql"))
     service = rdflib.URIRef("http://localhost/sparql#service")
     assert (service, SD.feature, SD.BasicFederatedQuery) in graph
-    assert (service, SD.supportedLanguage, SD.SPARQL11Update) in graph
     assert "DNS rebinding" in str(graph.value(service, rdflib.RDFS.comment))
+    # Updates go to /update (/sparql refuses them): a service of its own says so.
+    assert (service, SD.supportedLanguage, SD.SPARQL11Update) not in graph
+    updates = graph.value(predicate=SD.endpoint, object=rdflib.URIRef("http://localhost/update"))
+    assert (updates, SD.supportedLanguage, SD.SPARQL11Update) in graph
+    assert graph.value(updates, SD.defaultDataset) == graph.value(service, SD.defaultDataset)
 
 
 # ---------------------------------------------------------------------------------------

@@ -620,7 +620,17 @@ def describe_service(endpoint: str, runtime: Runtime) -> list[ox.Triple]:
     add(service, DCTERMS.title, ox.Literal("sasci-kg SPARQL endpoint"))
     add(service, SD.supportedLanguage, SD.SPARQL11Query)
     if config.updates:
-        add(service, SD.supportedLanguage, SD.SPARQL11Update)
+        # Updates have an endpoint of their own (this one refuses them): a service of its own,
+        # over the same dataset.
+        update = node(endpoint.rsplit("/", 1)[0] + "/update")
+        updates = node(update.value + "#service")
+        add(updates, RDF.type, SD.Service)
+        add(updates, SD.endpoint, update)
+        add(updates, DCTERMS.title, ox.Literal("sasci-kg SPARQL Update endpoint"))
+        add(updates, SD.supportedLanguage, SD.SPARQL11Update)
+        add(updates, RDFS.comment, ox.Literal(
+            "Needs the server's token: Authorization: Bearer TOKEN."))
+        add(updates, SD.defaultDataset, dataset)
     for fmt in (*RESULT_FORMATS, *GRAPH_FORMATS):
         add(service, SD.resultFormat, node(fmt.iri))
     add(service, SD.feature, SD.UnionDefaultGraph)
