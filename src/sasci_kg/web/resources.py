@@ -30,6 +30,7 @@ from typing import Any
 import pyoxigraph as ox
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
 from werkzeug.exceptions import NotFound
+from werkzeug.http import parse_range_header
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from ..backends import open_remote
@@ -720,7 +721,13 @@ def download(filename: str) -> BaseResponse:
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "public, no-cache"
     response.headers["Link"] = f'<{_root()}/.well-known/void>; rel="describedby"'
-    return response.make_conditional(request, accept_ranges=True, complete_length=made.size)
+    environ = request.environ
+    ranges = parse_range_header(environ.get("HTTP_RANGE"))
+    if ranges is not None and len(ranges.ranges) > 1:
+        # Werkzeug serves one range only and answered several with 416 (unsatisfiable),
+        # though they could be: RFC 9110 §14.2 lets a server ignore Range (200, the whole).
+        environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
+    return response.make_conditional(environ, accept_ranges=True, complete_length=made.size)
 
 
 @bp.route("/context.jsonld", methods=["GET", "HEAD"])
