@@ -172,6 +172,7 @@ def test_graph_store_writes_with_the_token(writable: Flask) -> None:
     created = client.put(url, data="<http://e/a> <http://e/p> 1 .", headers=AUTH,
                          content_type="text/turtle")
     assert created.status_code == 201 and created.headers["Location"].endswith(url.split("?")[1])
+    assert "Content-Type" not in created.headers  # no body
     added = client.post(url, data='<http://e/b> <http://e/p> "2" .', headers=AUTH,
                         content_type="application/n-triples")
     assert added.status_code == 204
@@ -180,6 +181,13 @@ def test_graph_store_writes_with_the_token(writable: Flask) -> None:
                           content_type="text/turtle")
     assert replaced.status_code == 204
     assert len(client.get(url, headers={"Accept": "application/n-triples"}).data.splitlines()) == 1
+    # Relative IRIs are resolved against the graph's IRI (they were a 400 "No scheme").
+    relative = client.put(url, data="<x> <http://e/p> <#y> .", headers=AUTH,
+                          content_type="text/turtle")
+    assert relative.status_code == 204 and "Content-Type" not in relative.headers
+    graph = client.get(url, headers={"Accept": "application/n-triples"}).data.decode()
+    assert graph == ("<https://w3id.org/sasci-kg/graph/x> <http://e/p> "
+                     "<https://w3id.org/sasci-kg/graph/extra#y> .\n")
     problem_of(client.put(url, data="x", headers=AUTH, content_type="text/plain"), 415)
     problem_of(client.put(url, data="<a:b> <a:c> <a:d> <a:g> .", headers=AUTH,
                           content_type="application/n-quads"), 415)

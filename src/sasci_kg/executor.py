@@ -774,7 +774,9 @@ def _apply_write(job: UpdateJob | GraphWriteJob, store: ox.Store) -> dict[str, A
     if job.action == "put" and exists:
         store.clear_graph(graph)
     try:
-        store.load(job.data, format=rdf_format(job.media_type), to_graph=graph)
+        # Relative IRIs in the body are resolved against the graph's IRI (RFC 3986 §5.1).
+        store.load(job.data, format=rdf_format(job.media_type), to_graph=graph,
+                   base_iri=job.graph)
     except SyntaxError as exc:
         raise InvalidRdfError(f"the request body is not valid {job.media_type}: {exc}") from None
     if not exists:

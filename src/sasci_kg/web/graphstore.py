@@ -99,8 +99,8 @@ def _write() -> Response:
     outcome = runtime.writer().run(
         GraphWriteJob(action, graph, data, media_type), timeout=time_limit(request.args)
     )
-    if outcome.info.get("created"):
-        response = Response(status=201)
+    response = Response(status=201 if outcome.info.get("created") else 204)
+    del response.headers["Content-Type"]  # (no body: not Flask's text/html)
+    if response.status_code == 201:
         response.headers["Location"] = request.url
-        return response
-    return Response(status=204)
+    return response
