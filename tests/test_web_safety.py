@@ -112,7 +112,7 @@ def writable(fresh_store: Path) -> Any:
 @pytest.mark.parametrize(
     ("headers", "invalid"),
     [({}, False), ({"Authorization": "Bearer wrong-token-0123456789"}, True),
-     ({"Authorization": f"Basic {TOKEN}"}, True), ({"Authorization": "Bearer"}, True)],
+     ({"Authorization": f"Basic {TOKEN}"}, False), ({"Authorization": "Bearer"}, True)],
 )
 def test_write_without_the_token_is_401(
     writable: Flask, headers: dict[str, str], invalid: bool

@@ -553,8 +553,11 @@ def require_write_access() -> None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
+        # RFC 6750 §3.1: no error code for a request without bearer credentials (none, or
+        # another scheme such as Basic): it was not a bad token, just not one.
         raise UnauthorizedError(
-            "writes need an `Authorization: Bearer <token>` header", token_given=bool(header)
+            "writes need an `Authorization: Bearer <token>` header",
+            token_given=scheme.lower() == "bearer",
         )
     if not hmac.compare_digest(token.encode("utf-8"), config.update_token.encode("utf-8")):
         raise UnauthorizedError("the bearer token is not valid", token_given=True)
