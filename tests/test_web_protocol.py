@@ -193,6 +193,21 @@ def test_an_undeclared_prefix_is_named_in_the_error(client: FlaskClient) -> None
         "the endpoint's default prefixes; declare it: PREFIX nosuch: <" in body["detail"]
 
 
+@pytest.mark.parametrize(("query", "iri", "line", "column"), [
+    ("SELECT ?x WHERE { BIND(<x> AS ?x) }", "<x>", 1, 24),
+    ("SELECT * WHERE {\n  ?s ?p <#y> }", "<#y>", 2, 9),
+])
+def test_a_relative_iri_is_named_in_the_error(
+        client: FlaskClient, query: str, iri: str, line: int, column: int) -> None:
+    # pyoxigraph says "expected one of GROUP_CONCAT, [_]" or "expected OPTIONAL" at the end.
+    body = assert_problem(client.get("/sparql", query_string={"query": query}), 400,
+                          "syntax-error")
+    assert (body["line"], body["column"]) == (line, column)
+    assert f"the IRI {iri} is relative" in body["detail"] and "BASE" in body["detail"]
+    based = client.get("/sparql", query_string={"query": "BASE <https://e.org/> " + query})
+    assert based.status_code == 200, based.data
+
+
 def test_default_prefixes_apply_without_prefix_lines(client: FlaskClient) -> None:
     query = "SELECT ?p WHERE { ?p a schema:Person ; schema:affiliation organisation:engine }"
     response = client.get("/sparql", query_string={"query": query, "format": "csv"})

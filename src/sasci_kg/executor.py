@@ -543,11 +543,39 @@ def _syntax_error(exc: SyntaxError, sparql: str = "") -> QuerySyntaxError:
         prefix = name.group(1) or ""
         rest = (f"the prefix {prefix}: (in {name.group(0)}) is declared neither in the query "
                 f"nor among the endpoint's default prefixes; declare it: PREFIX {prefix}: <…>")
+    elif (relative := _relative_iri_before(sparql, line, column)) is not None:
+        # pyoxigraph says "expected one of GROUP_CONCAT, …" or "expected OPTIONAL" at the end
+        # of the group: name the IRI, which it cannot resolve without a base.
+        iri, line, column = relative
+        rest = (f"the IRI {iri} is relative, and a query here has no base IRI; write it in "
+                "full (<https://…>) or declare one first: BASE <https://…>")
     if len(rest) > 200:
         rest = rest[:200] + "…"
     return QuerySyntaxError(
         f"syntax error at line {line}, column {column}: {rest}", line=line, column=column
     )
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _relative_iri_before(sparql: str, line: int, column: int) -> tuple[str, int, int] | None:
+    """The first relative IRI of a query without BASE, with its line and column, if it comes
+    before the place pyoxigraph gave up (line, column)."""
+    lines = sparql.split("\n")
+    offset = sum(len(text) + 1 for text in lines[:line - 1]) + column - 1
+    try:
+        for token in tokenize(sparql):
+            if token.offset >= offset:
+                return None
+            if token.keyword == "BASE":
+                return None
+            if token.kind == "iri" and not _SCHEME.match(token.text[1:-1]):
+                before = sparql[:token.offset]
+                return token.text, before.count("\n") + 1, token.offset - before.rfind("\n")
+    except QuerySyntaxError:
+        return None
+    return None
 
 
 def _run_query(job: QueryJob, handle: _StoreHandle, parsed: Callable[[], None]) -> Outcome:
