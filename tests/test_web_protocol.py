@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pyoxigraph as ox
 import pytest
@@ -206,6 +207,25 @@ def test_a_relative_iri_is_named_in_the_error(
     assert f"the IRI {iri} is relative" in body["detail"] and "BASE" in body["detail"]
     based = client.get("/sparql", query_string={"query": "BASE <https://e.org/> " + query})
     assert based.status_code == 200, based.data
+
+
+def test_a_carriage_return_survives_xml(client: FlaskClient) -> None:
+    """XML parsers read a raw CR as LF (XML 1.0 §2.11); pyoxigraph writes it raw, so a
+    literal's "\r" came back as "\n" from SPARQL XML results and RDF/XML."""
+    value = "cr\rhere\r\nand \"more\""
+    select = client.get("/sparql", query_string={
+        "query": 'SELECT ?x WHERE { BIND("cr\\rhere\\r\\nand \\"more\\"" AS ?x) }',
+        "format": "xml"})
+    assert select.status_code == 200 and b"\r" not in select.data
+    literal = ElementTree.fromstring(select.data).find(
+        ".//{http://www.w3.org/2005/sparql-results#}literal")
+    assert literal is not None and literal.text == value
+    graph = client.get("/sparql", query_string={
+        "query": 'CONSTRUCT { <https://e.org/s> <https://e.org/p> ?x } WHERE { '
+                 'BIND("cr\\rhere\\r\\nand \\"more\\"" AS ?x) }', "format": "rdfxml"})
+    assert graph.status_code == 200 and b"\r" not in graph.data
+    parsed = rdflib.Graph().parse(data=graph.data, format="xml")
+    assert [str(o) for o in parsed.objects()] == [value]
 
 
 def test_default_prefixes_apply_without_prefix_lines(client: FlaskClient) -> None:

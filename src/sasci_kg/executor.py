@@ -50,6 +50,7 @@ from .errors import (
     StoreError,
     StoreLockedError,
 )
+from .export import xml_carriage_returns
 from .guard import QuerySyntaxError, tokenize
 from .remote import EMPTY_GRAPH, RemoteBackend
 from .store import Generation, default_store_path, replace_store, store_generation
@@ -269,6 +270,8 @@ def serialize_rdf(
     data = writer.value()
     if candidates and format.name in _PREFIXED_FORMATS:
         data = _tidy_prefixes(data)
+    elif format == ox.RdfFormat.RDF_XML:
+        data = xml_carriage_returns(data)
     return data
 
 
@@ -426,10 +429,13 @@ def _serialize_solutions(
         return out, rows
     parsed = ox.parse_query_results(out, ox.QueryResultsFormat.JSON)
     writer = _CappedWriter(max_bytes)
+    fmt = results_format(media_type)
     try:
-        parsed.serialize(cast(IO[bytes], writer), results_format(media_type))
+        parsed.serialize(cast(IO[bytes], writer), fmt)
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
+    if fmt == ox.QueryResultsFormat.XML:
+        return xml_carriage_returns(writer.value()), rows
     return writer.value(), rows
 
 

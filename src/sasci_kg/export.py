@@ -126,6 +126,8 @@ def serialize_quads(
     data = ox.serialize(items, format=fmt.rdf_format, prefixes=prefixes) or b""
     if fmt.name in ("ttl", "trig"):
         data = _space_blocks(_sort_prefix_lines(data))
+    elif fmt.name == "rdfxml":
+        data = xml_carriage_returns(data)
     return data
 
 
@@ -133,6 +135,13 @@ def merged(quads: Iterable[ox.Quad]) -> list[ox.Quad]:
     """The quads' statements in the default graph, each once."""
     return [ox.Quad(t.subject, t.predicate, t.object)
             for t in dict.fromkeys(q.triple for q in quads)]
+
+
+def xml_carriage_returns(data: bytes) -> bytes:
+    """XML text (RDF/XML, SPARQL XML results) with each carriage return written ``&#13;``.
+    pyoxigraph writes it raw, and XML parsers turn a raw CR into LF (XML 1.0 §2.11): a
+    literal's "\r" came back as "\n". (The serialisers put no CR in markup.)"""
+    return data.replace(b"\r", b"&#13;") if b"\r" in data else data
 
 
 def sort_triples(triples: Iterable[ox.Triple], first: str | None = None) -> list[ox.Triple]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyoxigraph as ox
 
 from .errors import ExportError
-from .export import FORMATS, serialize_quads
+from .export import FORMATS, serialize_quads, xml_carriage_returns
 from .store import QueryResult
 from .vocab import PREFIXES
 
@@ -69,6 +69,7 @@ def render_result(result: QueryResult, format_name: str) -> bytes:
     if format_name not in RESULT_FORMATS:
         raise ExportError(f"a SELECT/ASK result cannot be written as '{format_name}'; use one "
                           f"of: {', '.join(TABLE_FORMATS)}")
-    data = result.serialize(format=RESULT_FORMATS[format_name])
+    fmt = RESULT_FORMATS[format_name]
+    data = result.serialize(format=fmt)
     assert data is not None  # no output given: serialize returns the bytes
-    return data
+    return xml_carriage_returns(data) if fmt == ox.QueryResultsFormat.XML else data
