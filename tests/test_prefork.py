@@ -373,6 +373,19 @@ def test_a_query_out_of_memory_is_no_parser_crash(store_path: Path, tmp_path: Pa
         assert requests.get(live.sparql, params={"query": "ASK {}"}, timeout=10).ok
 
 
+def test_queries_that_kill_workers_do_not_stop_the_server(store_path: Path,
+                                                         tmp_path: Path) -> None:
+    """Each worker a parser crash killed was young, and five young deaths in a minute read
+    as a crash loop at start: seven such queries from any client stopped the server."""
+    crash = "ASK { FILTER(" + "!" * 20000 + "true) }"  # overflows pyoxigraph's parser stack
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=1) as live:
+        for _ in range(8):
+            response = requests.post(live.sparql, data={"query": crash}, timeout=30)
+            problem_shape(400, response.headers["Content-Type"], response.content)
+        assert requests.get(live.sparql, params={"query": "ASK {}"}, timeout=10).ok
+        assert "stopping the server" not in live.log()
+
+
 def test_a_worker_s_memory_limit_is_soft(server: LiveServer) -> None:
     """So that the download makers a worker starts can take the server's own back
     (test_downloads.py), which the worker names for them."""

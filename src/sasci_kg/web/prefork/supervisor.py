@@ -47,8 +47,9 @@ KEEP_ALIVE = 30.0
 # A refusal the supervisor sends (503, 408, an answer for a dead worker) is given this long
 # to be read before the connection closes; the supervisor never waits on it.
 LINGER = 2.0
-# A worker that dies within this time of its start, this many times running, stops the server.
-CRASH_LOOP_SECONDS, CRASH_LOOP_COUNT = 5.0, 5
+# Workers that die before they are ready to take requests, this many times within this many
+# seconds, stop the server (a store that cannot be opened, a broken install).
+CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW = 5, 60.0
 
 
 @dataclass
@@ -56,7 +57,6 @@ class _Child:
     index: int
     pid: int
     control: socket.socket
-    started: float
     folder: str  # its temporary folder: removed once it has ended, however it ended
 
 
@@ -205,7 +205,7 @@ class Supervisor:
         theirs.close()
         ours.setblocking(False)
         self.epoll.register(ours.fileno(), select.EPOLLIN)
-        self.children[pid] = _Child(index, pid, ours, time.monotonic(), folder)
+        self.children[pid] = _Child(index, pid, ours, folder)
 
     def _become_worker(self, index: int, control: socket.socket) -> None:
         signal.set_wakeup_fd(-1)
@@ -578,8 +578,12 @@ class Supervisor:
         if self.stopping:
             return
         now = time.monotonic()
-        if now - child.started < CRASH_LOOP_SECONDS and code != 3:
-            self.crashes = [t for t in self.crashes if now - t < 60] + [now]
+        # Only a death before the worker was ready counts. One that a request caused (a query
+        # that crashes the parser or runs out of memory kills its fresh replacement too) is
+        # answered and replaced at any pace: counted, a few such queries from any client
+        # stopped the server for good.
+        if state == _STARTING:
+            self.crashes = [t for t in self.crashes if now - t < CRASH_LOOP_WINDOW] + [now]
             if len(self.crashes) >= CRASH_LOOP_COUNT:
                 log.error("workers keep dying at start; stopping the server")
                 self.stopping = True
