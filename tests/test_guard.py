@@ -145,6 +145,46 @@ def test_every_way_of_writing_service_is_refused(template: str, listener: Listen
     assert listener.count > before
 
 
+# "<" after an operand is "less than" to the engine, an IRI to the tokenizer; the text that
+# follows then reads differently: in the tokenizer's reading SERVICE was inside a string.
+HIDDEN_BEHIND_LESS_THAN = [
+    "SELECT * WHERE { BIND(1 AS ?a) BIND(2 AS ?b) FILTER(?a<?b&&'>'!=?a) "
+    "SERVICE <{url}> { ?x ?y ?z } #'\n}",
+    "SELECT * WHERE { BIND(1 AS ?a) BIND(2 AS ?b) FILTER(?a<?b#> '''\n) "
+    "SERVICE <{url}> { ?x ?y ?z } #'''\n}",
+    "SELECT * WHERE { BIND(3 AS ?a) FILTER(STRLEN(\"ab\")<?a&&'>'!='x') "
+    "SERVICE <{url}> { ?x ?y ?z } #'\n}",
+]
+
+
+@pytest.mark.parametrize("template", HIDDEN_BEHIND_LESS_THAN)
+def test_service_hidden_behind_a_less_than_is_refused(template: str,
+                                                      listener: Listener) -> None:
+    query = template.replace("{url}", listener.url)
+    with pytest.raises(QueryError, match="less than"):
+        check_query(query, POLICY)
+    # It is real: run directly, pyoxigraph reads a live SERVICE there and calls the URL.
+    before = listener.count
+    try:
+        list(_store_with_data().query(query))  # type: ignore[arg-type]
+    except (OSError, RuntimeError, ValueError, SyntaxError):
+        pass
+    assert listener.count > before
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT * WHERE { BIND(1 AS ?a) BIND(2 AS ?b) FILTER(?a<?b) }",
+    "SELECT * WHERE { BIND(1 AS ?a) BIND(2 AS ?b) FILTER(?a < ?b && 'it\\'s' != ?a) }",
+    "SELECT * WHERE { ?s <http://dbpedia.org/resource/Hell's_Kitchen> ?o }",
+    "SELECT * WHERE { ?s ?p ?o FILTER(?o = <http://example.org/a#b>) }",
+    "SELECT * WHERE { ?s ?p ?o FILTER(?o IN (<http://example.org/a'b>, <http://e.org/#c>)) }",
+    "SELECT * WHERE { ?s ?p ?o FILTER(?o != <http://example.org/a#b> || ?o = '''x''') }",
+])
+def test_iris_that_read_one_way_only_pass(query: str) -> None:
+    assert check_query(query, POLICY).form == "SELECT"
+    list(ox.Store().query(query))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     "query", ["SELECT * WHERE { SERVICE ?endpoint { ?s ?p ?o } }",
               "SELECT * WHERE { SERVICE SILENT $e { ?s ?p ?o } }"],

@@ -319,8 +319,67 @@ def check_update(text: str, policy: Policy) -> Checked:
 
 
 def _check(text: str, policy: Policy) -> Checked:
-    checked = _check_fast(text, policy)
+    checked = None if _may_read_two_ways(text) else _check_fast(text, policy)
     return checked if checked is not None else _check_full(text, policy)
+
+
+# "<" after an operand inside an expression is "less than" to the engine, while the tokenizer
+# reads an IRI wherever <…> can be one: in `FILTER(?a<?b&&'>'!=?a) SERVICE <…> {…} #'` the
+# engine reads ?a < ?b && '>' != ?a, then a live SERVICE, then a comment; the tokenizer read the
+# IRI <?b&&'> and then one string from the next ' to the last, with SERVICE inside, unseen by
+# the checks. Only an IRI token holding a ' (the engine's string starts there) or a # (its
+# comment does, which matters if the tokenizer then starts a long string on that line) reads
+# on differently past its ">": such a token where "less than" can stand is refused.
+_IRI_WITH_QUOTE = re.compile(r"<[^<>\"{}|^`\\\x00-\x20]*'")
+_IRI_WITH_HASH = re.compile(r"<[^<>\"{}|^`\\\x00-\x20]*#")
+
+
+def _may_read_two_ways(text: str) -> bool:
+    """Whether the text may hold an IRI token that reads otherwise as "less than" (for
+    :func:`_check_full` to decide)."""
+    return bool(_IRI_WITH_QUOTE.search(text)) or (
+        ("'''" in text or '"""' in text) and bool(_IRI_WITH_HASH.search(text)))
+
+
+def _ends_operand(token: Token) -> bool:
+    return (token.kind in ("var", "string", "langtag", "number", "iri", "pname", "bnode")
+            or token.text in (")", "]") or token.keyword in ("TRUE", "FALSE"))
+
+
+def _check_less_than(text: str, tokens: Sequence[Token]) -> None:
+    """400 for an IRI token that the engine may read as "less than" and what follows, hiding
+    text from these checks (see :data:`_IRI_WITH_QUOTE`). Every expression is in brackets,
+    and up to the first such token the engine and the tokenizer read alike."""
+    parens = 0
+    previous: Token | None = None
+    for token in tokens:
+        if token.kind == "punct" and token.text in ("(", "<<("):
+            parens += 1
+        elif token.kind == "punct" and token.text in (")", ")>>"):
+            parens -= 1
+        elif (token.kind == "iri" and parens > 0 and previous is not None
+              and _ends_operand(previous) and _reads_on_otherwise(text, token)):
+            line, column = _Lines(text).position(token.offset)
+            raise QuerySyntaxError(
+                f"syntax error at line {line}, column {column}: {token.text[:40]} after "
+                f"{previous.text[:40]} reads both as an IRI and as \"less than\" followed by "
+                "text with a ' or # in it, which the two readings take differently; write a "
+                "space after < where you mean \"less than\", or write the IRI as a prefixed "
+                "name (PREFIX)",
+                line=line, column=column)
+        previous = token
+
+
+def _reads_on_otherwise(text: str, iri: Token) -> bool:
+    if "'" in iri.text:
+        return True
+    if "#" not in iri.text:
+        return False
+    end = iri.offset + len(iri.text)
+    line_end = min((i for i in (text.find("\n", end), text.find("\r", end)) if i >= 0),
+                   default=len(text))
+    rest = text[end:line_end]
+    return "'''" in rest or '"""' in rest
 
 
 def _check_size(text: str, policy: Policy) -> None:
@@ -334,6 +393,7 @@ def _check_full(text: str, policy: Policy) -> Checked:
     _check_size(text, policy)
     tokens = list(tokenize(text))
     _check_depth(text, tokens, policy.max_depth)
+    _check_less_than(text, tokens)
     if not tokens:
         raise QuerySyntaxError("the query is empty", line=1, column=1)
 
