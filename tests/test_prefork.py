@@ -386,6 +386,25 @@ def test_queries_that_kill_workers_do_not_stop_the_server(store_path: Path,
         assert "stopping the server" not in live.log()
 
 
+@pytest.mark.parametrize("target", [b"/sparql?x=\xff", b"/id/person/jos\xe9",
+                                    b"/search?q=\xe9"])
+def test_raw_bytes_in_the_target_that_are_not_utf8_are_400(server: LiveServer,
+                                                           target: bytes) -> None:
+    """They reached the app, which failed on a byte that was not UTF-8 (500, a traceback);
+    granian answers 400 (RFC 3986 has them percent-encoded)."""
+    plain = b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    chunked = (b"POST " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")  # (read by h11)
+    for request in (plain, chunked):
+        answer = raw(server, request)
+        assert statuses(answer) == [400], answer[:300]
+    assert "Traceback" not in server.log()
+    # Raw UTF-8 (curl sends it so) is read as before.
+    utf8 = raw(server, b"GET /search?q=jos\xc3\xa9&format=json HTTP/1.1\r\nHost: a\r\n"
+                       b"Connection: close\r\n\r\n")
+    assert statuses(utf8) == [200] and b'"query": "jos\xc3\xa9"' in utf8
+
+
 def test_a_worker_s_memory_limit_is_soft(server: LiveServer) -> None:
     """So that the download makers a worker starts can take the server's own back
     (test_downloads.py), which the worker names for them."""

@@ -313,6 +313,7 @@ class _Worker:
             request = _parse_plain(head)
             if request is None:
                 return self._answer_h11(conn, head)
+            _check_target(request.target)
             if request.length > self.body_limit:
                 raise _Refused(413, f"the request body is larger than {self.body_limit} bytes")
             body = self._read_exactly(conn, request.length)
@@ -494,6 +495,7 @@ class _Worker:
                 raise _Refused(505, f"HTTP/{event.http_version.decode('ascii', 'replace')} "
                                     "is not served here; use HTTP/1.1")
             self.slots.write(self.index, _BUSY, conn=conn.ident)
+            _check_target(event.target)
             names = {name for name, _ in event.headers}
             if b"content-length" in names and b"transfer-encoding" in names:
                 # RFC 9112 §6.3: a smuggling attempt, or a broken client; either way, refuse.
@@ -690,6 +692,18 @@ def _flush_logs() -> None:
     for handler in logging.getLogger("sasci_kg").handlers:
         with contextlib.suppress(Exception):
             handler.flush()
+
+
+def _check_target(target: bytes) -> None:
+    """400 for raw bytes in the request target that are not UTF-8: the app decodes the target
+    as UTF-8, and such a byte (``?x=\\xff``) failed it with a 500; granian answers 400.
+    (RFC 3986 has them percent-encoded; raw UTF-8, as curl sends it, is read as before.)"""
+    if not target.isascii():
+        try:
+            target.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Refused(400, "the request target holds raw bytes that are not UTF-8; "
+                                "percent-encode its UTF-8 bytes (é is %C3%A9)") from None
 
 
 def _split_target(target: bytes) -> tuple[str, str]:
