@@ -5,6 +5,7 @@ a crashing parser takes down only a worker, swaps are picked up, writes go throu
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from sasci_kg.executor import (
     WorkerCrashedError,
     WorkerPool,
     _serialize_solutions,
+    crash_error,
     serialize_rdf,
     tune_worker_malloc,
 )
@@ -228,6 +230,21 @@ def test_a_query_out_of_memory_is_no_parser_crash(store_path: Path) -> None:
         assert small.run(QueryJob("ASK {}", JSON), timeout=5).body.endswith(b"true}")
     finally:
         small.close()
+
+
+@pytest.mark.parametrize(("parsed", "seconds", "signal_number", "phase"), [
+    (False, 0.03, signal.SIGSEGV, "parse"),  # the parser's stack overflowed
+    (False, 0.03, signal.SIGABRT, "run"),  # an allocation failed: memory, however soon
+    (False, 1.5, signal.SIGSEGV, "run"),  # long after parsing could have taken
+    (True, 0.03, signal.SIGSEGV, "run"),
+])
+def test_a_worker_s_death_is_the_parser_s_only_soon_and_by_a_crash(
+        parsed: bool, seconds: float, signal_number: int, phase: str) -> None:
+    error = crash_error(parsed=parsed, seconds=seconds, exitcode=-signal_number,
+                        memory_mb=1024)
+    assert error.phase == phase
+    assert isinstance(error, QueryTooComplexError) == (phase == "parse")
+    assert ("1024 MiB" in str(error)) == (phase == "run")
 
 
 def test_busy_pool_refuses_with_retry_after(store_path: Path) -> None:

@@ -133,7 +133,8 @@ class QueryTooComplexError(WorkerCrashedError):
 # pyoxigraph's query call parses, plans and, for what must see every solution first (ORDER BY,
 # aggregates, DISTINCT …), evaluates: a worker that dies inside it has crashed the parser only if
 # it died soon. A query within the guard's size and nesting limits parses in milliseconds, while
-# running out of memory takes seconds of work.
+# running out of memory takes seconds of work — or less, under a small memory limit: so also
+# by how it died. The parser's stack overflows (SIGSEGV); a failed allocation aborts (SIGABRT).
 PARSE_WINDOW = 0.25
 
 
@@ -141,7 +142,7 @@ def crash_error(*, parsed: bool, seconds: float, exitcode: int | None,
                 memory_mb: int = 0) -> WorkerCrashedError:
     """The error for a worker that died ``seconds`` into a query job: the parser's (400) or a
     failure while running (500; ``memory_mb``: the worker's memory limit, for the message)."""
-    if not parsed and seconds < PARSE_WINDOW:
+    if not parsed and seconds < PARSE_WINDOW and exitcode != -signal.SIGABRT:
         return QueryTooComplexError("parse", exitcode)
     return WorkerCrashedError("run", exitcode, memory_mb=memory_mb)
 
