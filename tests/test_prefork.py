@@ -384,6 +384,12 @@ def test_queries_that_kill_workers_do_not_stop_the_server(store_path: Path,
             problem_shape(400, response.headers["Content-Type"], response.content)
         assert requests.get(live.sparql, params={"query": "ASK {}"}, timeout=10).ok
         assert "stopping the server" not in live.log()
+        # Past its own limit when it died: a 504 naming that limit (it named max_timeout).
+        response = requests.post(live.sparql, data={"query": crash, "timeout": "0.001"},
+                                 timeout=30)
+        body = problem_shape(response.status_code, response.headers["Content-Type"],
+                             response.content)
+        assert response.status_code == 400 or body["limit_seconds"] == 0.001, body
 
 
 @pytest.mark.parametrize("target", [b"/sparql?x=\xff", b"/id/person/jos\xe9",

@@ -47,6 +47,7 @@ KEEP_ALIVE = 30.0
 # A refusal the supervisor sends (503, 408, an answer for a dead worker) is given this long
 # to be read before the connection closes; the supervisor never waits on it.
 LINGER = 2.0
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # Workers that die before they are ready to take requests, this many times within this many
 # seconds, stop the server (a store that cannot be opened, a broken install).
 CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW = 5, 60.0
@@ -189,7 +190,17 @@ class Supervisor:
         # private download cache) go in a folder of its own, which we remove when it has
         # ended: a worker killed (at its deadline, by the OOM killer) cannot clean up.
         folder = tempfile.mkdtemp(prefix=f"skw{os.getpid()}-")
-        pid = os.fork()
+        # A stop signal that reached the child before it set its own handlers ran ours there
+        # (a copy of the supervisor's loop, which it never runs): the worker missed it, and
+        # a stop just after a worker was replaced waited out its full grace. Held back until
+        # the worker's handlers are in place.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         if pid == 0:  # the worker
             code = 0
             try:
@@ -239,6 +250,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, worker.stop)
         signal.signal(signal.SIGINT, worker.stop)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # (see _spawn)
         worker.run()
         close_app(self.app)
 
@@ -564,7 +576,9 @@ class Supervisor:
         if state == _BUSY and ident in self.connections and ident not in self.outgoing:
             now = time.monotonic()
             if deadline and now > deadline:
-                exc: Exception = QueryTimeoutError(self.config.max_timeout)
+                # (the job's own limit: the time from its start to its deadline)
+                exc: Exception = QueryTimeoutError(
+                    round(deadline - began, 3) if began else self.config.max_timeout)
             else:
                 exc = crash_error(parsed=bool(parsed) or not query or not began,
                                   seconds=now - began, exitcode=code,
