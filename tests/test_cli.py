@@ -199,6 +199,7 @@ def test_load_extra_files_into_their_own_graph(tmp_path: Path) -> None:
     store_path = tmp_path / "store"
     code, out, err = run("load", *paths(), "--store", str(store_path), "--no-shacl", str(extra))
     assert code == 0, err
+    assert "in other graphs too" not in err
     code, out, err = run("query", "--store", str(store_path), "--format", "csv",
                          "SELECT ?g WHERE { GRAPH ?g { <https://example.org/x> ?p ?o } }")
     assert out.splitlines()[1] == "https://w3id.org/sasci-kg/graph/file/extra.ttl"
@@ -208,6 +209,19 @@ def test_load_extra_files_into_their_own_graph(tmp_path: Path) -> None:
     code, out, err = run("query", "--store", str(store_path), "--format", "csv",
                          "SELECT (COUNT(*) AS ?n) WHERE { <https://example.org/x> ?p ?o }")
     assert out.splitlines()[1] == "1"
+
+
+def test_load_says_when_a_file_repeats_triples_of_other_graphs(tmp_path: Path) -> None:
+    """Each graph keeps its own copy, so the default graph (their union, a bag in Oxigraph)
+    counts such a triple twice: the load says so."""
+    extra = tmp_path / "again.ttl"
+    extra.write_text('<https://w3id.org/sasci-kg/id/person/adam-lent> '
+                     '<https://schema.org/name> "Adam Lent" .\n'
+                     '<https://example.org/x> <https://schema.org/name> "X" .\n')
+    store_path = tmp_path / "store"
+    code, out, err = run("load", *paths(), "--store", str(store_path), "--no-shacl", str(extra))
+    assert code == 0, err
+    assert f"Note: 1 triple(s) of {extra} are in other graphs too" in err
 
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:

@@ -27,7 +27,7 @@ from .network import WRITERS as NETWORK_FORMATS
 from .queries import get_query, list_queries, run_named_query
 from .remote import AUTH_KINDS
 from .results import TABLE_FORMATS, render_result
-from .store import LoadInput, load_store
+from .store import LoadInput, default_store_path, load_store, open_store
 from .trace import (
     DEFAULT_HOPS,
     DEFAULT_MAX_LENGTH,
@@ -318,8 +318,30 @@ def load(data_dir: Path, ontology_dir: Path, sources_dir: Path | None,
         _say(f"Note: the engine changed {change}")
     for graph in report.dropped:
         _say(f"Dropped <{graph}>: it is no longer in the dataset")
+    if not backend_settings.is_remote:
+        _note_shared_triples(backend_settings.store_path or default_store_path(), extra)
     click.echo(f"Loaded {report.quads} quads in {len(report.graphs)} graphs into "
                f"{report.target} ({report.seconds:.1f} s)")
+
+
+def _note_shared_triples(store_path: Path, extra: list[LoadInput]) -> None:
+    """Say which FILES repeat triples of other graphs: each graph holds its own copy, and the
+    default graph, their union, then counts them twice (our build puts each in one)."""
+    files = [item for item in extra if item.graph is not None]
+    if not files:
+        return
+    backend = open_store(store_path)
+    try:
+        for item in files:
+            assert item.graph is not None
+            shared = backend.shared_triples(item.graph)
+            if shared:
+                _say(f"Note: {shared} triple(s) of {item.label} are in other graphs too; "
+                     "queries over the default graph (the union of the graphs) see each of "
+                     "them once per graph: remove them from the file, or query its graph "
+                     f"alone (GRAPH <{item.graph}>)")
+    finally:
+        backend.close()
 
 
 def _read_query_text(sparql: str | None, query_file: Path | None) -> str:

@@ -127,6 +127,19 @@ class OxigraphBackend:
         graph_name = ox.NamedNode(graph) if graph else None
         return iter(self._store.quads_for_pattern(None, None, None, graph_name))
 
+    def shared_triples(self, graph: str) -> int:
+        """How many triples of ``graph`` are in another graph too: the default graph (the
+        union of the named graphs, a bag in Oxigraph) holds each of them more than once."""
+        name = ox.NamedNode(graph)
+        shared = 0
+        for quad in self._store.quads_for_pattern(None, None, None, name):
+            for other in self._store.quads_for_pattern(quad.subject, quad.predicate,
+                                                        quad.object, None):
+                if other.graph_name != name:
+                    shared += 1
+                    break
+        return shared
+
     def __len__(self) -> int:
         return len(self._store)
 
