@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,11 +40,25 @@ def test_validate_ok() -> None:
         assert "evidence not checked" not in err
 
 
-def test_validate_without_sources_says_so() -> None:
-    code, out, err = run("validate", *paths(), "--sources", "/nonexistent")
+def test_validate_without_sources_says_so(tmp_path: Path) -> None:
+    code, out, err = run("validate", *paths(), "--sources", str(tmp_path))
     assert code == 0, err
-    assert "evidence not checked: source text /nonexistent/sasci-final-event.txt is not " \
+    assert f"evidence not checked: source text {tmp_path}/sasci-final-event.txt is not " \
         "available" in err
+    # A folder that does not exist is a mistake, not a pass without evidence checked.
+    code, out, err = run("validate", *paths(), "--sources", str(tmp_path / "nonexistent"))
+    assert code == 2 and "does not exist" in err and not out
+
+
+def test_output_to_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """`sasci-kg stats | head -2` printed "Error: Broken pipe" and exited 1."""
+    store = tmp_path / "store"
+    assert run("load", *paths(), "--store", str(store), "--no-shacl")[0] == 0
+    piped = subprocess.run(
+        f"{shlex.quote(sys.executable)} -c 'from sasci_kg.cli import main; main()' stats "
+        f"--store {shlex.quote(str(store))} | head -c 1; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
 
 
 def test_validate_reports_every_problem_and_exits_1(tmp_path: Path) -> None:

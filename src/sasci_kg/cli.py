@@ -100,6 +100,11 @@ def _fail_on_library_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SasciKgError as exc:
             raise click.ClickException(str(exc)) from exc
+        except BrokenPipeError:
+            # The reader went (`| head`): no error, as other tools do. Python would try to
+            # flush stdout again at exit and complain: point it at /dev/null first.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as exc:
             # The machine, not the data: a full disk, a missing permission, a folder gone.
             where = f"{exc.filename}: " if exc.filename else ""
@@ -117,7 +122,9 @@ def data_options(func: F) -> F:
         click.option("--ontology", "ontology_dir", type=click.Path(path_type=Path),
                      default="ontology", envvar="SASCI_KG_ONTOLOGY", show_default=True,
                      help="Folder with sasci.ttl, vocab.ttl and shapes.ttl."),
-        click.option("--sources", "sources_dir", type=click.Path(path_type=Path), default=None,
+        # (a folder named that does not exist is an error: a mistyped one passed, unchecked)
+        click.option("--sources", "sources_dir", default=None,
+                     type=click.Path(exists=True, file_okay=False, path_type=Path),
                      envvar="SASCI_KG_SOURCES",
                      help="Folder of source texts to check evidence excerpts against."),
     ]
