@@ -356,10 +356,11 @@ SORTED_CROSS_PRODUCT = ("SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k
 def test_a_query_out_of_memory_is_no_parser_crash(store_path: Path, tmp_path: Path) -> None:
     """It was answered 400 "the query crashed the SPARQL parser": the worker died before
     pyoxigraph's query call returned, which counted as the parser's."""
+    # (time enough to run out of memory on a slow, busy machine: ~1 s here, over 3 s in CI)
     with run_live_server(store_path, tmp_path, server="prefork", query_workers=1,
-                         worker_memory_mb=2048) as live:
+                         worker_memory_mb=2048, timeout=60.0, max_timeout=60.0) as live:
         started = time.monotonic()
-        response = requests.get(live.sparql, timeout=60, params={
+        response = requests.get(live.sparql, timeout=90, params={
             "query": SORTED_CROSS_PRODUCT, "timeout": "50"})
         assert time.monotonic() - started > PARSE_WINDOW
         body = problem_shape(500, response.headers["Content-Type"], response.content)
