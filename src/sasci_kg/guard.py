@@ -105,16 +105,20 @@ _VARNAME = f"[{_PN_CHARS_U}0-9][{_PN_CHARS_U}0-9\u00b7\u0300-\u036f\u203f-\u2040
 _UCHAR = r"\\u[0-9A-Fa-f]{4}|\\U[0-9A-Fa-f]{8}"
 _EXP = r"[eE][+-]?[0-9]+"
 
+# A backslash in a string starts ECHAR or UCHAR only, as the engine reads it: read as "any
+# character", a backslash before a line break carried a short string on to the next line,
+# where the engine had ended it (or read a comment), and text the engine ran went unchecked.
+_ESCAPE = r"\\[tbnrf\"'\\]|\\u[0-9A-Fa-f]{4}|\\U[0-9A-Fa-f]{8}"
 _LONG_STRINGS = (
-    r"'''(?:(?:'|'')?(?:[^'\\]|\\.))*'''"
-    r'|"""(?:(?:"|"")?(?:[^"\\]|\\.))*"""'
+    rf"'''(?:(?:'|'')?(?:[^'\\]|{_ESCAPE}))*'''"
+    rf'|"""(?:(?:"|"")?(?:[^"\\]|{_ESCAPE}))*"""'
 )
 # The terminals by kind (a group name of the tokenizer), in the order it tries them.
 _TERMINALS = {
     "ws": r"[ \t\r\n]+",
     "comment": r"\#[^\r\n]*",
     "iri": rf"<(?:[^<>\"{{}}|^`\\\x00-\x20]|{_UCHAR})*>",
-    "string": _LONG_STRINGS + r"|'(?:[^'\\\n\r]|\\.)*'" r'|"(?:[^"\\\n\r]|\\.)*"',
+    "string": _LONG_STRINGS + rf"|'(?:[^'\\\n\r]|{_ESCAPE})*'" rf'|"(?:[^"\\\n\r]|{_ESCAPE})*"',
     "var": rf"[?$]{_VARNAME}",
     "bnode": rf"_:[{_PN_CHARS_U}0-9](?:[{_PN_CHARS}.]*[{_PN_CHARS}])?",
     "pname": rf"(?:{_PN_PREFIX})?:(?:{_PN_LOCAL})?",
@@ -133,10 +137,10 @@ _TERMINALS = {
 # state per repetition, in case it has to go back.
 _IRIREF_FAST = rf"<(?:[^<>\"{{}}|^`\\\x00-\x20]++|{_UCHAR})*+>"
 _STRING_FAST = (
-    r"'''(?:(?:''|')?(?:[^'\\]++|\\.))*+'''"
-    r'|"""(?:(?:""|")?(?:[^"\\]++|\\.))*+"""'
-    r"|'(?:[^'\\\n\r]++|\\.)*+'"
-    r'|"(?:[^"\\\n\r]++|\\.)*+"'
+    rf"'''(?:(?:''|')?(?:[^'\\]++|{_ESCAPE}))*+'''"
+    rf'|"""(?:(?:""|")?(?:[^"\\]++|{_ESCAPE}))*+"""'
+    rf"|'(?:[^'\\\n\r]++|{_ESCAPE})*+'"
+    rf'|"(?:[^"\\\n\r]++|{_ESCAPE})*+"'
 )
 _PN_PREFIX_FAST = rf"(?:[{_PN_CHARS_BASE}][{_PN_CHARS}.]*+(?<!\.))?:"
 _PN_LOCAL_START = rf"[{_PN_CHARS_U}:0-9]|{_PLX}"
@@ -327,63 +331,56 @@ def _check(text: str, policy: Policy) -> Checked:
     return checked if checked is not None else _check_full(text, policy)
 
 
-# "<" after an operand inside an expression is "less than" to the engine, while the tokenizer
-# reads an IRI wherever <…> can be one: in `FILTER(?a<?b&&'>'!=?a) SERVICE <…> {…} #'` the
-# engine reads ?a < ?b && '>' != ?a, then a live SERVICE, then a comment; the tokenizer read the
-# IRI <?b&&'> and then one string from the next ' to the last, with SERVICE inside, unseen by
-# the checks. Only an IRI token holding a ' (the engine's string starts there) or a # (its
-# comment does, which matters if the tokenizer then starts a long string on that line) reads
-# on differently past its ">": such a token where "less than" can stand is refused.
-_IRI_WITH_QUOTE = re.compile(r"<[^<>\"{}|^`\\\x00-\x20]*'")
-_IRI_WITH_HASH = re.compile(r"<[^<>\"{}|^`\\\x00-\x20]*#")
+# "<" after an operand in an expression is "less than" to the engine, while the tokenizer reads
+# an IRI wherever <…> can be one. Inside such a token only a ' (where the engine starts a
+# string) or a # (a comment) makes the engine's reading run on past its ">": in
+# `FILTER(?a<?b&&'>'!=?a) SERVICE <…> {…} #'` the engine reads ?a < ?b && '>' != ?a, a live
+# SERVICE and a comment, where the tokenizer read the IRI <?b&&'> and then a string holding
+# the SERVICE. Which reading the engine takes depends on a context this check does not follow
+# (and tried to, and missed `}` and `)>>` as ends of operands). So wherever the readings may
+# part, the text from there on is taken as the engine may read it: the word SERVICE or LOAD
+# anywhere in it is refused, and its answer is never cached (a hidden RAND()). A # parts them
+# only if the tokenizer then starts a long string on that line (the engine skips the line).
+_IRI_WITH_QUOTE = re.compile(r"<[^<>\"{}|^`\x00-\x20]*'")
+_IRI_WITH_HASH = re.compile(r"<[^<>\"{}|^`\x00-\x20]*#")
+_REMOTE_WORD = re.compile(r"(?<![A-Za-z0-9_])(?:SERVICE|LOAD)(?![A-Za-z0-9_])", re.IGNORECASE)
 
 
 def _may_read_two_ways(text: str) -> bool:
-    """Whether the text may hold an IRI token that reads otherwise as "less than" (for
+    """Whether the text may hold an IRI token that the engine may read otherwise (for
     :func:`_check_full` to decide)."""
     return bool(_IRI_WITH_QUOTE.search(text)) or (
         ("'''" in text or '"""' in text) and bool(_IRI_WITH_HASH.search(text)))
 
 
-def _ends_operand(token: Token) -> bool:
-    return (token.kind in ("var", "string", "langtag", "number", "iri", "pname", "bnode")
-            or token.text in (")", "]") or token.keyword in ("TRUE", "FALSE"))
-
-
-def _check_less_than(text: str, tokens: Sequence[Token]) -> None:
-    """400 for an IRI token that the engine may read as "less than" and what follows, hiding
-    text from these checks (see :data:`_IRI_WITH_QUOTE`). Every expression is in brackets,
-    and up to the first such token the engine and the tokenizer read alike."""
-    parens = 0
-    previous: Token | None = None
+def _where_readings_part(text: str, tokens: Sequence[Token]) -> Token | None:
+    """The first IRI token after which the engine may read the text otherwise, if any."""
     for token in tokens:
-        if token.kind == "punct" and token.text in ("(", "<<("):
-            parens += 1
-        elif token.kind == "punct" and token.text in (")", ")>>"):
-            parens -= 1
-        elif (token.kind == "iri" and parens > 0 and previous is not None
-              and _ends_operand(previous) and _reads_on_otherwise(text, token)):
-            line, column = _Lines(text).position(token.offset)
-            raise QuerySyntaxError(
-                f"syntax error at line {line}, column {column}: {token.text[:40]} after "
-                f"{previous.text[:40]} reads both as an IRI and as \"less than\" followed by "
-                "text with a ' or # in it, which the two readings take differently; write a "
-                "space after < where you mean \"less than\", or write the IRI as a prefixed "
-                "name (PREFIX)",
-                line=line, column=column)
-        previous = token
+        if token.kind == "iri" and ("'" in token.text or "#" in token.text
+                                    and _long_string_on_its_line(text, token)):
+            return token
+    return None
 
 
-def _reads_on_otherwise(text: str, iri: Token) -> bool:
-    if "'" in iri.text:
-        return True
-    if "#" not in iri.text:
-        return False
+def _long_string_on_its_line(text: str, iri: Token) -> bool:
     end = iri.offset + len(iri.text)
     line_end = min((i for i in (text.find("\n", end), text.find("\r", end)) if i >= 0),
                    default=len(text))
     rest = text[end:line_end]
     return "'''" in rest or '"""' in rest
+
+
+def _check_after_parting(text: str, parting: Token) -> None:
+    """403 for the word SERVICE or LOAD anywhere after ``parting``."""
+    word = _REMOTE_WORD.search(text, parting.offset)
+    if word is not None:
+        line, column = _Lines(text).position(word.start())
+        raise RemoteAccessRefusedError(
+            word.group().upper(), None,
+            f"the {word.group()} at line {line}, column {column} comes after "
+            f"{parting.text[:40]}, which the engine may read as \"less than\" and then a "
+            "string or comment, so what it calls cannot be checked; write that IRI as a "
+            "prefixed name (PREFIX; a ' as \\'), or put a space after < if it is \"less than\"")
 
 
 def _check_size(text: str, policy: Policy) -> None:
@@ -397,11 +394,17 @@ def _check_full(text: str, policy: Policy) -> Checked:
     _check_size(text, policy)
     tokens = list(tokenize(text))
     _check_depth(text, tokens, policy.max_depth)
-    _check_less_than(text, tokens)
+    parting = _where_readings_part(text, tokens)
+    if parting is not None:
+        _check_after_parting(text, parting)
     if not tokens:
         raise QuerySyntaxError("the query is empty", line=1, column=1)
 
-    prefixes: dict[str, str] = dict(policy.default_prefixes or {})
+    # Each prefix with the base it was declared under, resolved only when a SERVICE or LOAD
+    # names it: resolved at once, 4,000 relative PREFIX lines under a 40 KB BASE cost this
+    # check 4.6 s (before any time limit runs).
+    prefixes: dict[str, tuple[str, str | None]] = {
+        name: (iri, None) for name, iri in (policy.default_prefixes or {}).items()}
     base: str | None = None
     bases = 0
     form: str | None = None
@@ -417,7 +420,7 @@ def _check_full(text: str, policy: Policy) -> Checked:
         if keyword == "PREFIX" and i + 2 < len(tokens) and tokens[i + 2].kind == "iri":
             name = tokens[i + 1].text
             if name.endswith(":"):
-                prefixes[name[:-1]] = _resolve(_iri_value(tokens[i + 2].text), base)
+                prefixes[name[:-1]] = (_iri_value(tokens[i + 2].text), base)
             declared.add(name)  # (used holds only prefixes and ":", so `ex:a` changes nothing)
             i += 3
             continue
@@ -466,7 +469,8 @@ def _check_full(text: str, policy: Policy) -> Checked:
             column=column,
         )
     return Checked(form=form, has_dataset_clause=has_dataset, remote_iris=tuple(remote),
-                   volatile=volatile, needs_default_prefixes=not used <= declared)
+                   volatile=volatile or parting is not None,
+                   needs_default_prefixes=not used <= declared)
 
 
 # ---------------------------------------------------------------------------------------
@@ -608,7 +612,8 @@ def _check_depth(text: str, tokens: Sequence[Token], limit: int) -> None:
 
 
 def _target(
-    keyword: str, tokens: Sequence[Token], i: int, prefixes: Mapping[str, str], base: str | None
+    keyword: str, tokens: Sequence[Token], i: int,
+    prefixes: Mapping[str, tuple[str, str | None]], base: str | None
 ) -> str:
     """The IRI a SERVICE or LOAD names, or a refusal if it cannot be known before running."""
     if i < len(tokens) and tokens[i].keyword == "SILENT":
@@ -626,7 +631,7 @@ def _target(
     if token.kind == "pname":
         prefix, _, local = token.text.partition(":")
         if prefix in prefixes:
-            return prefixes[prefix] + _unescape_local(local)
+            return _resolve(*prefixes[prefix]) + _unescape_local(local)
         raise RemoteAccessRefusedError(keyword, None, f"unknown prefix {prefix!r}")
     raise RemoteAccessRefusedError(keyword, None, f"expected an IRI, found {token.text!r}")
 
