@@ -237,6 +237,7 @@ def test_a_query_out_of_memory_is_no_parser_crash(store_path: Path) -> None:
     (False, 0.03, signal.SIGABRT, "run"),  # an allocation failed: memory, however soon
     (False, 1.5, signal.SIGSEGV, "run"),  # long after parsing could have taken
     (True, 0.03, signal.SIGSEGV, "run"),
+    (False, 0.03, signal.SIGKILL, "run"),  # the kernel's OOM killer
 ])
 def test_a_worker_s_death_is_the_parser_s_only_soon_and_by_a_crash(
         parsed: bool, seconds: float, signal_number: int, phase: str) -> None:

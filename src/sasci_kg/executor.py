@@ -134,7 +134,8 @@ class QueryTooComplexError(WorkerCrashedError):
 # aggregates, DISTINCT …), evaluates: a worker that dies inside it has crashed the parser only if
 # it died soon. A query within the guard's size and nesting limits parses in milliseconds, while
 # running out of memory takes seconds of work — or less, under a small memory limit: so also
-# by how it died. The parser's stack overflows (SIGSEGV); a failed allocation aborts (SIGABRT).
+# by how it died. The parser's stack overflows (SIGSEGV); a failed allocation aborts
+# (SIGABRT), the kernel's OOM killer sends SIGKILL: only a SIGSEGV soon is the parser's.
 PARSE_WINDOW = 0.25
 
 
@@ -142,7 +143,7 @@ def crash_error(*, parsed: bool, seconds: float, exitcode: int | None,
                 memory_mb: int = 0) -> WorkerCrashedError:
     """The error for a worker that died ``seconds`` into a query job: the parser's (400) or a
     failure while running (500; ``memory_mb``: the worker's memory limit, for the message)."""
-    if not parsed and seconds < PARSE_WINDOW and exitcode != -signal.SIGABRT:
+    if not parsed and seconds < PARSE_WINDOW and exitcode == -signal.SIGSEGV:
         return QueryTooComplexError("parse", exitcode)
     return WorkerCrashedError("run", exitcode, memory_mb=memory_mb)
 
@@ -272,7 +273,9 @@ def serialize_rdf(
     if candidates and format.name in _PREFIXED_FORMATS:
         data = _tidy_prefixes(data)
     elif format == ox.RdfFormat.RDF_XML:
-        data = xml_carriage_returns(data)
+        data = xml_carriage_returns(data)  # (each CR grows to 5 bytes: capped again)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise _CapExceeded
     return data
 
 
@@ -436,7 +439,10 @@ def _serialize_solutions(
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
     if fmt == ox.QueryResultsFormat.XML:
-        return xml_carriage_returns(writer.value()), rows
+        out = xml_carriage_returns(writer.value())  # (each CR grows to 5 bytes: capped again)
+        if len(out) > max_bytes:
+            raise ResultTooLargeError("max-bytes", max_bytes)
+        return out, rows
     return writer.value(), rows
 
 
@@ -563,7 +569,10 @@ def _syntax_error(exc: SyntaxError, sparql: str = "") -> QuerySyntaxError:
     )
 
 
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+# A relative reference as people write one (<x>, <#y>, <../z>): not <?b&&?c>, which the
+# tokenizer reads as an IRI in `FILTER(?a<?b&&?c>?d)`.
+_RELATIVE = re.compile(
+    r"(?![A-Za-z][A-Za-z0-9+.-]*:)[A-Za-z0-9#./_~%-][A-Za-z0-9#./_~%:@!$()*+,;=-]*")
 
 
 def _relative_iri_before(sparql: str, line: int, column: int) -> tuple[str, int, int] | None:
@@ -577,7 +586,7 @@ def _relative_iri_before(sparql: str, line: int, column: int) -> tuple[str, int,
                 return None
             if token.keyword == "BASE":
                 return None
-            if token.kind == "iri" and not _SCHEME.match(token.text[1:-1]):
+            if token.kind == "iri" and _RELATIVE.fullmatch(token.text[1:-1]):
                 before = sparql[:token.offset]
                 return token.text, before.count("\n") + 1, token.offset - before.rfind("\n")
     except QuerySyntaxError:
