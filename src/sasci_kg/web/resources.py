@@ -722,11 +722,13 @@ def download(filename: str) -> BaseResponse:
     response.headers["Cache-Control"] = "public, no-cache"
     response.headers["Link"] = f'<{_root()}/.well-known/void>; rel="describedby"'
     environ = request.environ
-    ranges = parse_range_header(environ.get("HTTP_RANGE"))
-    if ranges is not None and len(ranges.ranges) > 1:
-        # Werkzeug serves one range only and answered several with 416 (unsatisfiable),
-        # though they could be: RFC 9110 §14.2 lets a server ignore Range (200, the whole).
-        environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
+    if "HTTP_RANGE" in environ:
+        ranges = parse_range_header(environ["HTTP_RANGE"])
+        if ranges is None or ranges.units != "bytes" or len(ranges.ranges) > 1:
+            # Werkzeug serves one range of bytes only, and answered several, another unit or
+            # a list it does not parse with 416 (unsatisfiable), though they need not be:
+            # RFC 9110 §14.2 lets a server ignore Range (200, the whole).
+            environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
     return response.make_conditional(environ, accept_ranges=True, complete_length=made.size)
 
 
