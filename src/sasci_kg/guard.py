@@ -327,8 +327,37 @@ def check_update(text: str, policy: Policy) -> Checked:
 
 
 def _check(text: str, policy: Policy) -> Checked:
-    checked = None if _may_read_two_ways(text) else _check_fast(text, policy)
+    checked = (None if _may_read_two_ways(text) or _REMOTE_LETTERS.search(text)
+               else _check_fast(text, policy))
     return checked if checked is not None else _check_full(text, policy)
+
+
+# pyoxigraph reads a keyword wherever its letters stand where one may, whatever comes right
+# after or before: SERVICESILENT<…> is SERVICE SILENT <…>, SERVICEex:x is SERVICE ex:x, and
+# `?s ?p trueSERVICE <…> {…}` is true, then SERVICE. The tokenizer read each as one word or
+# prefixed name, and no SERVICE (an independent hunt's finds). A word holding the letters of
+# SERVICE or LOAD, or a prefix holding them, is refused; the text from a place where the
+# readings part (below) is searched for them anywhere.
+_REMOTE_LETTERS = re.compile(r"SERVICE|LOAD", re.IGNORECASE)
+_SERVICE_LETTERS = re.compile(r"SERVICE", re.IGNORECASE)
+
+
+def _check_glued_keyword(token: Token, *, update: bool) -> None:
+    """403 for a word (other than SERVICE or LOAD itself) or a prefix holding SERVICE (or
+    LOAD, in an update: a query has no LOAD), which the engine may read as that keyword and
+    what follows."""
+    if token.kind == "word" and token.keyword not in ("SERVICE", "LOAD"):
+        name = token.text
+    elif token.kind == "pname":
+        name = token.text[:token.text.index(":")]
+    else:
+        return
+    glued = (_REMOTE_LETTERS if update else _SERVICE_LETTERS).search(name)
+    if glued is not None:
+        raise RemoteAccessRefusedError(
+            glued.group().upper(), None,
+            f"{token.text[:40]} holds {glued.group()}, which the engine reads as that keyword "
+            "even with no space after or before it; write it apart (or rename the prefix)")
 
 
 # "<" after an operand in an expression is "less than" to the engine, while the tokenizer reads
@@ -343,7 +372,6 @@ def _check(text: str, policy: Policy) -> Checked:
 # only if the tokenizer then starts a long string on that line (the engine skips the line).
 _IRI_WITH_QUOTE = re.compile(r"<[^<>\"{}|^`\x00-\x20]*'")
 _IRI_WITH_HASH = re.compile(r"<[^<>\"{}|^`\x00-\x20]*#")
-_REMOTE_WORD = re.compile(r"(?<![A-Za-z0-9_])(?:SERVICE|LOAD)(?![A-Za-z0-9_])", re.IGNORECASE)
 
 
 def _may_read_two_ways(text: str) -> bool:
@@ -372,7 +400,7 @@ def _long_string_on_its_line(text: str, iri: Token) -> bool:
 
 def _check_after_parting(text: str, parting: Token) -> None:
     """403 for the word SERVICE or LOAD anywhere after ``parting``."""
-    word = _REMOTE_WORD.search(text, parting.offset)
+    word = _REMOTE_LETTERS.search(text, parting.offset)  # (glued to anything, too)
     if word is not None:
         line, column = _Lines(text).position(word.start())
         raise RemoteAccessRefusedError(
@@ -424,6 +452,7 @@ def _check_full(text: str, policy: Policy) -> Checked:
             declared.add(name)  # (used holds only prefixes and ":", so `ex:a` changes nothing)
             i += 3
             continue
+        _check_glued_keyword(token, update=form == "UPDATE")
         if token.kind == "pname":
             used.add(token.text[: token.text.index(":") + 1])
         if keyword == "BASE" and i + 1 < len(tokens) and tokens[i + 1].kind == "iri":
