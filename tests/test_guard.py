@@ -191,6 +191,9 @@ GLUED = [
     "SELECT * WHERE { ?s ?p ?o FILTER(?a<?b&&'>'!=?a) ?s ?p ?o "
     "SERVICESILENT <{url}> { ?s ?p ?o } } #'",
     "SELECT * WHERE { ?s ?p ?o FILTER(?a<?b&&'>'!=?a) ?s ?p 1SERVICE <{url}> { ?s ?p ?o } } #'",
+    # pyoxigraph reads at most one run of dots in a local name: ex:a.b, then ".", then SERVICE.
+    "PREFIX ex: <http://example.org/> SELECT * WHERE { ?s ?p ex:a.b.SERVICE<{url}>{} }",
+    "PREFIX : <http://example.org/> ASK { ?s ?p :a.b.SERVICE<{url}>{} }",
 ]
 
 
@@ -207,7 +210,9 @@ def test_a_keyword_glued_to_a_name_is_refused(template: str, listener: Listener)
                       ox.Literal(1)))
     before = listener.count
     try:
-        list(store.query(query))  # type: ignore[arg-type]
+        result = store.query(query)
+        if not isinstance(result, ox.QueryBoolean):
+            list(result)
     except (OSError, RuntimeError, ValueError, SyntaxError):
         pass
     assert listener.count > before  # (it is real)

@@ -97,9 +97,12 @@ _PN_CHARS_U = _PN_CHARS_BASE + "_"
 _PN_CHARS = _PN_CHARS_U + r"\-0-9\u00b7\u0300-\u036f\u203f-\u2040"
 _PN_PREFIX = f"[{_PN_CHARS_BASE}](?:[{_PN_CHARS}.]*[{_PN_CHARS}])?"
 _PLX = r"%[0-9A-Fa-f]{2}|\\[_~.\-!$&'()*+,;=/?#@%]"
+# As pyoxigraph reads a local name: at most one run of dots inside it. SPARQL allows any
+# number, and read so, `ex:a.b.SERVICE<…>{}` was one name here while the engine read the
+# name ex:a.b, the end of a triple and a live SERVICE (a bypass hunt's find).
 _PN_LOCAL = (
     f"(?:[{_PN_CHARS_U}:0-9]|{_PLX})"
-    f"(?:(?:[{_PN_CHARS}.:]|{_PLX})*(?:[{_PN_CHARS}:]|{_PLX}))?"
+    f"(?:[{_PN_CHARS}:]|{_PLX})*(?:\\.+(?:[{_PN_CHARS}:]|{_PLX})+)?"
 )
 _VARNAME = f"[{_PN_CHARS_U}0-9][{_PN_CHARS_U}0-9\u00b7\u0300-\u036f\u203f-\u2040]*"
 _UCHAR = r"\\u[0-9A-Fa-f]{4}|\\U[0-9A-Fa-f]{8}"
@@ -144,7 +147,9 @@ _STRING_FAST = (
 )
 _PN_PREFIX_FAST = rf"(?:[{_PN_CHARS_BASE}][{_PN_CHARS}.]*+(?<!\.))?:"
 _PN_LOCAL_START = rf"[{_PN_CHARS_U}:0-9]|{_PLX}"
-_PN_LOCAL_FAST = rf"(?:{_PN_LOCAL_START})(?:\.*+(?:[{_PN_CHARS}:]++|{_PLX}))*+"
+_PN_LOCAL_FAST = (
+    rf"(?:{_PN_LOCAL_START})(?:[{_PN_CHARS}:]++|{_PLX})*+(?:\.++(?:[{_PN_CHARS}:]++|{_PLX})++)?+"
+)
 _PNAME_FAST = rf"{_PN_PREFIX_FAST}(?:{_PN_LOCAL_FAST})?"
 _LANGTAG_FAST = r"@[a-zA-Z]++(?:-[a-zA-Z0-9]++)*+(?:--[a-zA-Z]++)?"
 _FASTER = {"iri": _IRIREF_FAST, "string": _STRING_FAST, "pname": _PNAME_FAST,
