@@ -52,6 +52,7 @@ from .errors import (
 )
 from .export import xml_carriage_returns
 from .guard import QuerySyntaxError, tokenize
+from .offline import take_offline
 from .remote import EMPTY_GRAPH, RemoteBackend
 from .store import Generation, default_store_path, replace_store, store_generation
 
@@ -938,7 +939,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker_main(conn: Connection, phase: Any, target: str | BackendSettings,
-                 memory_limit_mb: int, writer: bool) -> None:
+                 memory_limit_mb: int, writer: bool, offline: bool = False) -> None:
     """The loop of one worker process: receive (job, time limit), send a reply. ``target`` is
     the store directory, or the settings of a remote engine.
 
@@ -951,6 +952,8 @@ def _worker_main(conn: Connection, phase: Any, target: str | BackendSettings,
     def parsed() -> None:
         phase.value = 1
 
+    if offline:  # first, while this process has one thread (offline.py)
+        take_offline()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; no Ctrl-C tracebacks
     try:  # Linux: die with the process that started us
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -1091,6 +1094,7 @@ class WorkerPool:
         wait_timeout: float = 5.0,
         memory_limit_mb: int = 0,
         writer: bool = False,
+        offline: bool = False,
     ):
         # What the workers open: a store directory, or a remote engine's settings.
         self.target: str | BackendSettings
@@ -1111,6 +1115,7 @@ class WorkerPool:
         self.wait_timeout = wait_timeout
         self.memory_limit_mb = memory_limit_mb
         self.writer = writer
+        self.offline = offline  # the workers in a network namespace of their own (offline.py)
         self.owner_pid = os.getpid()
         # forkserver: safe to start from a threaded process (no fork of our threads), and
         # the preloaded module makes each new worker a cheap fork.
@@ -1133,7 +1138,8 @@ class WorkerPool:
         phase = self._ctx.RawValue("b", 0)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, phase, self.target, self.memory_limit_mb, self.writer),
+            args=(child_conn, phase, self.target, self.memory_limit_mb, self.writer,
+                  self.offline),
             name="sasci-kg-writer" if self.writer else "sasci-kg-query",
             daemon=True,
         )

@@ -145,6 +145,8 @@ class Runtime:
                     max_waiting=c.queue_size,
                     wait_timeout=c.queue_timeout,
                     memory_limit_mb=c.worker_memory_mb,
+                    # behind the guard, SERVICE reaches nothing (offline.py), unless it must
+                    offline=not c.is_remote and not c.service_allow,
                 )
             return self._pool
 
@@ -156,6 +158,7 @@ class Runtime:
                 self._writer = WorkerPool(
                     c.store, size=1, max_waiting=4, wait_timeout=c.queue_timeout,
                     memory_limit_mb=c.worker_memory_mb, writer=True,
+                    offline=not c.service_allow,  # (LOAD in an update fetches, too)
                 )
             return self._writer
 

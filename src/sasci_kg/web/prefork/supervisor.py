@@ -29,6 +29,7 @@ from ...executor import (
     QueryTimeoutError,
     crash_error,
 )
+from ...offline import take_offline
 from .. import close_app, create_app
 from ..config import ServerConfig
 from ..resources import share_downloads
@@ -228,6 +229,14 @@ class Supervisor:
         for child in self.children.values():
             child.control.close()
         self.dispatch_out.close()
+        # No network for the engine (offline.py: behind the guard, SERVICE and LOAD reach
+        # nothing), unless it is meant to have one: a remote engine to ask, or SERVICE calls
+        # the operator allows. Now, while this process has one thread.
+        if not self.config.is_remote and not self.config.service_allow:
+            if not take_offline() and index == 0:
+                log.warning("the query processes could not be cut off from the network (no "
+                            "network namespace here); the SERVICE refusal rests on the guard "
+                            "alone")
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None)
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: end with the supervisor
