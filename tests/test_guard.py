@@ -197,6 +197,43 @@ GLUED = [
 ]
 
 
+# After an operand "<<" before an IRI's body is "less than" and that IRI to the engine (no
+# triple term starts so); read as "<<", the IRI's # or ' hid the rest (a third hunt's find).
+LESS_THAN_AN_IRI = [
+    "SELECT * WHERE { BIND(1<<http://e/#> AS ?b) SERVICE <{url}> {} }",
+    "SELECT * WHERE { FILTER(1<<http://e/x#>||true) SERVICE <{url}> {} }",
+    "SELECT (1<<http://e/#> AS ?b) WHERE { SERVICE <{url}> {} }",
+    "SELECT * WHERE { FILTER(1<<http://e/x'>||true) SERVICE <{url}> {} } #'",
+    "BASE <http://e/> SELECT * WHERE { FILTER(1<<(x'>||true) SERVICE <{url}> {} } #'",
+]
+
+
+@pytest.mark.parametrize("template", LESS_THAN_AN_IRI)
+def test_less_than_before_an_iri_hides_no_service(template: str, listener: Listener) -> None:
+    query = template.replace("{url}", listener.url)
+    with pytest.raises(RemoteAccessRefusedError):
+        check_query(query, POLICY)
+    assert_pyoxigraph_calls(query, listener)
+
+
+@pytest.mark.parametrize("update", [
+    "DELETE { ?s ?p ?o } WHERE { ?s ?p ?o FILTER(?o<<http://e/#>) } ; LOAD <{url}>",
+    "DELETE { ?s ?p ?o } WHERE { ?s ?p ?o FILTER(?o<<http://e/x'>) } ; LOAD SILENT <{url}> #'",
+    "INSERT { <http://e/a> <http://e/b> 1 } WHERE { FILTER(1<<http://e/x'>||true) "
+    "SERVICE <{url}> {} } #'",
+])
+def test_less_than_before_an_iri_hides_no_load_in_an_update(update: str) -> None:
+    with pytest.raises(RemoteAccessRefusedError):
+        check_update(update.replace("{url}", "http://127.0.0.1:9/sparql"), POLICY)
+
+
+def test_triple_terms_still_read_as_triple_terms() -> None:
+    for query in ("SELECT * WHERE { <<( <http://a> <http://b> <http://c> )>> ?p ?o }",
+                  "SELECT * WHERE { ?s ?p <<<http://a> <http://b> <http://c>>> }"):
+        assert "<<" in {t.text[:2] for t in tokenize(query)}
+        assert check_query(query, POLICY).form == "SELECT"
+
+
 @pytest.mark.parametrize("template", GLUED)
 def test_a_keyword_glued_to_a_name_is_refused(template: str, listener: Listener) -> None:
     url = listener.url
@@ -769,12 +806,17 @@ _PLAIN = re.compile(
 )
 
 
+_PLAIN_IRI = re.compile(guard._TERMINALS["iri"])
+
+
 def _plain_tokens(text: str) -> list[tuple[str, str, int]] | tuple[int, int]:
     pos = 0
     tokens = []
-    for m in _PLAIN.finditer(text):
-        if m.start() != pos:
-            break
+    while (m := _PLAIN.match(text, pos)) is not None and m.end() > pos:
+        if m.lastgroup == "punct" and m.group()[:2] == "<<" and _PLAIN_IRI.match(text, pos + 1):
+            tokens.append(("punct", "<", pos))  # "less than" an IRI, as the engine reads it
+            pos += 1
+            continue
         if m.lastgroup not in ("ws", "comment"):
             tokens.append((str(m.lastgroup), m.group(), pos))
         pos = m.end()

@@ -191,6 +191,7 @@ _IN_RUN = _alternatives(
     {**{kind: pattern for kind, pattern in _TERMINALS.items() if kind != "pname"}, "error": "."}
 )
 
+_IRIREF_AT = re.compile(_IRIREF_FAST)
 _OPENERS = frozenset({"{", "(", "[", "<<", "<<(", "{|"})
 _CLOSERS = frozenset({"}", ")", "]", ">>", ")>>", "|}"})
 
@@ -250,6 +251,14 @@ def tokenize(text: str) -> Iterator[Token]:
                 restart = pos > end  # a number read on past the run (`a.1e+5`); else an error
                 break
             if kind == "error":
+                break
+            if kind == "punct" and m.group()[:2] == "<<" and _IRIREF_AT.match(text, pos + 1):
+                # `1<<http://e/#>` is 1 < <http://e/#> to the engine (no triple term starts
+                # with an IRI's body): read as "<<", the IRI's # or ' hid what followed from
+                # these checks (a bypass hunt's find).
+                yield Token("punct", "<", pos)
+                pos += 1
+                restart = True
                 break
             if kind != "ws" and kind != "comment":
                 yield Token(kind, m.group(), pos)  # type: ignore[arg-type]
@@ -376,13 +385,14 @@ def _check_glued_keyword(token: Token, *, update: bool) -> None:
 # anywhere in it is refused, and its answer is never cached (a hidden RAND()). A # parts them
 # only if the tokenizer then starts a long string on that line (the engine skips the line).
 _IRI_WITH_QUOTE = re.compile(r"<[^<>\"{}|^`\x00-\x20]*'")
+_LESS_THAN_IRI = re.compile(rf"<(?={_IRIREF_FAST})")  # "<<" whose second "<" starts an IRI
 _IRI_WITH_HASH = re.compile(r"<[^<>\"{}|^`\x00-\x20]*#")
 
 
 def _may_read_two_ways(text: str) -> bool:
-    """Whether the text may hold an IRI token that the engine may read otherwise (for
-    :func:`_check_full` to decide)."""
-    return bool(_IRI_WITH_QUOTE.search(text)) or (
+    """Whether the text may hold an IRI token that the engine may read otherwise, or "<<"
+    before an IRI (for :func:`_check_full` to decide)."""
+    return bool(_IRI_WITH_QUOTE.search(text) or _LESS_THAN_IRI.search(text)) or (
         ("'''" in text or '"""' in text) and bool(_IRI_WITH_HASH.search(text)))
 
 
