@@ -208,6 +208,45 @@ LESS_THAN_AN_IRI = [
 ]
 
 
+# An IRI token holding # where "<" may be "less than": the engine reads its body up to the #
+# as query text, and the rest of the line as a comment (a fourth hunt's find).
+SERVICE_IN_AN_IRI_BODY = [
+    "PREFIX ex: <{base}> SELECT * WHERE { FILTER(1<2)SERVICEex:#>\n{} }",
+    "PREFIX ex: <{base}> ASK { FILTER(1<2)SERVICESILENTex:#>\n{} }",
+    "PREFIX ex: <{base}> SELECT * WHERE { ?s ?p ?o FILTER(?s<?o)SERVICEex:#>\n{} }",
+]
+
+
+@pytest.mark.parametrize("template", SERVICE_IN_AN_IRI_BODY)
+def test_a_service_in_an_iri_body_before_its_hash_is_refused(
+        template: str, listener: Listener) -> None:
+    base = listener.url[: -len("sparql")]
+    query = template.replace("{base}", base)
+    with pytest.raises(RemoteAccessRefusedError):
+        check_query(query, POLICY)
+    before = listener.count
+    store = _store_with_data()
+    try:
+        result = store.query(query)
+        if not isinstance(result, ox.QueryBoolean):
+            list(result)
+    except (OSError, RuntimeError, ValueError, SyntaxError):
+        pass
+    assert listener.count > before  # (it is real)
+    with pytest.raises(RemoteAccessRefusedError):
+        check_update(f"PREFIX ex: <{base}> INSERT {{ <http://e/a> <http://e/b> 1 }} WHERE "
+                     "{ FILTER(1<2)SERVICEex:#>\n{} }", POLICY)
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT * WHERE { ?s <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> ?o }",
+    "SELECT * WHERE { ?s ?p ?o FILTER(?o = <http://example.org/service#a>) }",
+    "SELECT * WHERE { ?s <http://example.org/download#p> ?o }",
+])
+def test_hash_iris_that_hold_no_service_where_less_than_may_stand_pass(query: str) -> None:
+    assert check_query(query, POLICY).form == "SELECT"
+
+
 @pytest.mark.parametrize("template", LESS_THAN_AN_IRI)
 def test_less_than_before_an_iri_hides_no_service(template: str, listener: Listener) -> None:
     query = template.replace("{url}", listener.url)

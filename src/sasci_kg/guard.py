@@ -413,6 +413,35 @@ def _long_string_on_its_line(text: str, iri: Token) -> bool:
     return "'''" in rest or '"""' in rest
 
 
+# Tokens after which "<" starts an operand (an IRI, a triple term), never "less than": an
+# operator, an opening bracket, a separator, a keyword. After anything else (a variable, a
+# literal, a name, ")" or "}" or ")>>" that may end an operand) it may be "less than".
+_BEFORE_AN_OPERAND = frozenset({
+    "(", ",", "{", ".", ";", "[", "^^", "||", "&&", "=", "!=", "<", ">", "<=", ">=", "+", "-",
+    "*", "/", "?", "|", "^", "!", "<<", "<<(", "{|", "~"})
+
+
+def _check_iri_bodies(tokens: Sequence[Token], *, update: bool) -> None:
+    """403 for SERVICE (or LOAD, in an update) letters in an IRI token holding # where "<"
+    may be "less than": the engine reads its body as query text up to the # (then a comment
+    to the end of the line), so `FILTER(1<2)SERVICEex:#>` with `{}` on the next line was a
+    live SERVICE inside what the guard read as one IRI (a fourth bypass hunt's find)."""
+    previous: Token | None = None
+    for token in tokens:
+        if (token.kind == "iri" and "#" in token.text and previous is not None
+                and previous.text not in _BEFORE_AN_OPERAND
+                and not (previous.kind == "word" and previous.keyword not in ("TRUE", "FALSE"))):
+            letters = (_REMOTE_LETTERS if update else _SERVICE_LETTERS).search(
+                token.text, 0, token.text.index("#"))
+            if letters is not None:
+                raise RemoteAccessRefusedError(
+                    letters.group().upper(), None,
+                    f"{token.text[:40]} holds {letters.group()} before its #: the engine may "
+                    f"read that as \"less than\", then {letters.group()} and a comment; write "
+                    "the IRI as a prefixed name, or put a space after < if it is \"less than\"")
+        previous = token
+
+
 def _check_after_parting(text: str, parting: Token) -> None:
     """403 for the word SERVICE or LOAD anywhere after ``parting``."""
     word = _REMOTE_LETTERS.search(text, parting.offset)  # (glued to anything, too)
@@ -512,6 +541,7 @@ def _check_full(text: str, policy: Policy) -> Checked:
             line=line,
             column=column,
         )
+    _check_iri_bodies(tokens, update=form == "UPDATE")
     return Checked(form=form, has_dataset_clause=has_dataset, remote_iris=tuple(remote),
                    volatile=volatile or parting is not None,
                    needs_default_prefixes=not used <= declared)
