@@ -334,19 +334,18 @@ def load(data_dir: Path, ontology_dir: Path, sources_dir: Path | None,
 def _note_shared_triples(store_path: Path, extra: list[LoadInput]) -> None:
     """Say which FILES repeat triples of other graphs: each graph holds its own copy, and the
     default graph, their union, then counts them twice (our build puts each in one)."""
-    files = [item for item in extra if item.graph is not None]
+    files = [(item.label, item.graph) for item in extra if item.graph is not None]
     if not files:
         return
     backend = open_store(store_path)
     try:
-        for item in files:
-            assert item.graph is not None
-            shared = backend.shared_triples(item.graph)
+        for label, graph in files:
+            shared = backend.shared_triples(graph)
             if shared:
-                _say(f"Note: {shared} triple(s) of {item.label} are in other graphs too; "
+                _say(f"Note: {shared} triple(s) of {label} are in other graphs too; "
                      "queries over the default graph (the union of the graphs) see each of "
                      "them once per graph: remove them from the file, or query its graph "
-                     f"alone (GRAPH <{item.graph}>)")
+                     f"alone (GRAPH <{graph}>)")
     finally:
         backend.close()
 

@@ -341,9 +341,16 @@ def check_update(text: str, policy: Policy) -> Checked:
 
 
 def _check(text: str, policy: Policy) -> Checked:
-    checked = (None if _may_read_two_ways(text) or _REMOTE_LETTERS.search(text)
+    checked = (None if _may_read_two_ways(text) or _holds_remote_letters(text)
                else _check_fast(text, policy))
     return checked if checked is not None else _check_full(text, policy)
+
+
+def _holds_remote_letters(text: str) -> bool:
+    """Whether SERVICE or LOAD stands anywhere in the text, in any case. (On every query:
+    upper() and `in` take ~0.6 µs for a 330-character one, the case-blind search ~8 µs.)"""
+    upper = text.upper()
+    return "SERVICE" in upper or "LOAD" in upper
 
 
 # pyoxigraph reads a keyword wherever its letters stand where one may, whatever comes right

@@ -18,14 +18,14 @@ import io
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import parse_qsl
 
 from flask import Flask
 from werkzeug.datastructures import MultiDict
 
 from . import EXPOSED_HEADERS, GENERATION, REPLAYABLE
 from .problems import error_response
-from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query
+from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query, percent_decoded
 
 QUERY_PATHS = frozenset({"/sparql", "/query"})
 SPARQL_QUERY = "application/sparql-query"
@@ -153,7 +153,7 @@ def _parse_form(text: str) -> list[tuple[str, str]]:
         name, value = _form_unquote(raw_name), _form_unquote(raw_value)
         if name is None or value is None:
             try:  # text that is not UTF-8 once decoded is refused by the Flask view (400)
-                unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+                percent_decoded(text)
             except UnicodeDecodeError:
                 raise _PassOn from None
             return parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")

@@ -292,12 +292,19 @@ def read_operation(kind: str) -> tuple[MultiDict[str, str], str | None]:
     )
 
 
+def percent_decoded(raw: bytes | str) -> str:
+    """A query string or form body percent-decoded as UTF-8 (UnicodeDecodeError if it is
+    not), as SPARQL 1.1 Protocol §2.1.1–2.1.2 require."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    return unquote_to_bytes(data.replace(b"+", b" ")).decode("utf-8")
+
+
 def check_utf8_form(raw: bytes, where: str) -> None:
-    """400 unless ``raw`` (a query string or a form body) percent-decodes to UTF-8, as SPARQL
-    1.1 Protocol §2.1.1–2.1.2 require: Werkzeug keeps an escape that is not UTF-8 as its
-    text, so ``%E9`` (Latin-1 é) silently became the three characters ``%E9`` of a query."""
+    """400 unless ``raw`` (a query string or a form body) percent-decodes to UTF-8: Werkzeug
+    keeps an escape that is not UTF-8 as its text, so ``%E9`` (Latin-1 é) silently became
+    the three characters ``%E9`` of a query."""
     try:
-        unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+        percent_decoded(raw)
     except UnicodeDecodeError as exc:
         raise BadRequestError(
             f"{where} is not UTF-8 once percent-decoded (byte {exc.object[exc.start]:#04x}); "
