@@ -221,8 +221,11 @@ def _http_problem(exc: HTTPException) -> Response:
     extra: dict[str, Any] = {}
     detail = exc.description or exc.name
     if status == 405:
-        allow = headers.get("Allow", "")
-        extra["allowed"] = [m.strip() for m in allow.split(",") if m.strip()]
+        # Sorted: werkzeug gathers the methods in a set, whose order changed from one process
+        # to the next (string hashing), so two workers gave different bytes for one answer.
+        allowed = sorted({m.strip() for m in headers.get("Allow", "").split(",") if m.strip()})
+        headers["Allow"] = allow = ", ".join(allowed)
+        extra["allowed"] = allowed
         detail = f"{request.method} is not allowed here; use one of: {allow}"
     elif status == 404:
         detail = f"nothing at {request.path}"
