@@ -49,12 +49,17 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     # The lean route answers plain query requests before Flask (see fastpath); pages are kept
     # per store generation (see page_cache).
     runtime = app.extensions["sasci_kg"]
-    wsgi: Callable[..., Any] = QueryFastPath(app, app.wsgi_app)
+    fastpath = QueryFastPath(app, app.wsgi_app)
+    wsgi: Callable[..., Any] = fastpath
     wsgi = PageCache(wsgi, runtime.generation, config.result_cache_mb * 1024 * 1024 // 2)
     app.extensions["sasci_kg_pages"] = wsgi
     if config.trusted_proxies:
         n = config.trusted_proxies
         wsgi = ProxyFix(wsgi, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+    else:
+        # Nothing between the server and the lean route but the access log: the prefork
+        # server may call the lean route with a request it has parsed (no environ; it logs).
+        app.extensions["sasci_kg_fastpath"] = fastpath
     app.wsgi_app = AccessLog(wsgi)  # type: ignore[method-assign]
     return app
 

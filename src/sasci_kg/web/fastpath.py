@@ -9,6 +9,10 @@ caps, cache and headers. Errors become the same problem+json responses, made by 
 error handlers. Whatever it does not fully understand (no query, repeated or conflicting
 parameters, a chunked body, a URL with raw non-ASCII bytes, other paths and methods) it passes
 on to Flask untouched, so the two can never disagree on what a request means.
+
+The prefork server's workers go one step further: they call :meth:`QueryFastPath.read` and
+:meth:`QueryFastPath.answer` with the request they have parsed, without a WSGI environ or the
+middleware around the app (``prefork.worker._Worker._answer_lean``), and log it themselves.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from urllib.parse import parse_qsl
 from flask import Flask
 from werkzeug.datastructures import MultiDict
 
+from ..store import Generation
 from . import EXPOSED_HEADERS, GENERATION, REPLAYABLE
 from .problems import error_response
 from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query, percent_decoded
@@ -33,8 +38,12 @@ SPARQL_QUERY = "application/sparql-query"
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class _PassOn(Exception):
+class PassOn(Exception):
     """This request is for the Flask view."""
+
+
+# Status lines by code, as WSGI wants them.
+_STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 class QueryFastPath:
@@ -50,90 +59,98 @@ class QueryFastPath:
                  ) -> Iterable[bytes]:
         if environ.get("PATH_INFO") not in QUERY_PATHS:
             return self.wsgi(environ, start_response)
-        try:
-            params, text = self._read(environ)
-        except _PassOn:
-            return self.wsgi(environ, start_response)
         method = environ["REQUEST_METHOD"]
         try:
-            answer = answer_query(
-                self.runtime, params, text, method=method,
-                accept=environ.get("HTTP_ACCEPT"),
+            params, text = self.read(method, environ.get("QUERY_STRING", ""),
+                                     environ.get("CONTENT_TYPE", ""), lambda: self._body(environ))
+        except PassOn:
+            return self.wsgi(environ, start_response)
+        try:
+            status, headers, body, replayable = self.answer(
+                params, text, method=method, accept=environ.get("HTTP_ACCEPT"),
                 if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
-                generation=environ.get(GENERATION),
-            )
+                generation=environ.get(GENERATION))
         except Exception as exc:  # noqa: BLE001 - every failure gets Flask's problem response
-            return self._problem(exc, environ, start_response)
+            return self.problem(exc, environ, start_response)
+        if replayable is not None:
+            # Asked before, and the same request gives the same answer until the next load:
+            # the prefork server may keep this response and send it again (its worker's
+            # replay; not kept at the first asking, which would cost every new query).
+            environ[REPLAYABLE] = replayable
+        start_response(status, headers)
+        return [] if method == "HEAD" or status.startswith("304") else [body]
+
+    def answer(self, params: MultiDict[str, str], text: str, *, method: str,
+               accept: str | None, if_none_match: str | None, generation: Generation | None
+               ) -> tuple[str, list[tuple[str, str]], bytes, Generation | None]:
+        """The status line, headers and body of the answer to a query :meth:`read` gave, and
+        the store generation it may be sent again for (see :data:`~sasci_kg.web.REPLAYABLE`).
+        Raises what :func:`answer_query` raises (:meth:`problem` answers it)."""
+        answer = answer_query(self.runtime, params, text, method=method, accept=accept,
+                              if_none_match=if_none_match, generation=generation)
         headers = answer.headers
         if self.cors:
             headers = [*headers, ("Access-Control-Allow-Origin", "*"),
                        ("Access-Control-Expose-Headers", EXPOSED_HEADERS)]
         if answer.status != 304:
             headers = [*headers, ("Content-Length", str(len(answer.body)))]
-        if answer.generation is not None:
-            # Asked before, and the same request gives the same answer until the next load:
-            # the prefork server may keep this response and send it again (its worker's
-            # replay; not kept at the first asking, which would cost every new query).
-            environ[REPLAYABLE] = answer.generation
-        status = HTTPStatus(answer.status)
-        start_response(f"{status.value} {status.phrase}", headers)
-        return [] if method == "HEAD" or answer.status == 304 else [answer.body]
+        return _STATUS[answer.status], headers, answer.body, answer.generation
 
-    def _read(self, environ: dict[str, Any]) -> tuple[MultiDict[str, str], str]:
-        """The parameters and the query text, or :class:`_PassOn`. A body read here is put
-        back (as a new stream) before the request is passed on."""
-        method = environ.get("REQUEST_METHOD")
-        query_string = environ.get("QUERY_STRING", "")
+    def read(self, method: str, query_string: str, content_type: str,
+             body: Callable[[], bytes]) -> tuple[MultiDict[str, str], str]:
+        """The parameters and the query text of a request (``body``: reads the whole body, or
+        raises :class:`PassOn`), or :class:`PassOn` for whatever the Flask view must read.
+        (The prefork server calls this with what it has parsed, without a WSGI environ.)"""
         if not query_string.isascii():
-            raise _PassOn
+            raise PassOn
         url_params = _parse_form(query_string)
         if method in ("GET", "HEAD"):
             params: MultiDict[str, str] = MultiDict(url_params)
             return params, _only_query(params)
         if method != "POST":
-            raise _PassOn
-        mimetype, _, options = environ.get("CONTENT_TYPE", "").partition(";")
+            raise PassOn
+        mimetype, _, options = content_type.partition(";")
         mimetype = mimetype.strip().lower()
         if mimetype not in (FORM_URLENCODED, SPARQL_QUERY):
-            raise _PassOn
-        body = self._body(environ)
+            raise PassOn
+        data = body()
         try:
-            text = body.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise _PassOn from None
+            raise PassOn from None
         if mimetype == SPARQL_QUERY:
             charset = options.partition("charset=")[2].strip().strip('"').lower()
             if (charset not in ("", "utf-8", "utf8") or "charset" in options and not charset
                     or any(name in ("query", "update") for name, _ in url_params)):
-                raise _PassOn
+                raise PassOn
             params = MultiDict(url_params)
             _only_query(params, body_query=True)
             return params, text
         form = _parse_form(text)
         in_url = {name for name, _ in url_params}
         if any(name in in_url for name, _ in form if name in SINGLE_VALUED):
-            raise _PassOn
+            raise PassOn
         params = MultiDict(form + url_params)
         return params, _only_query(params)
 
     def _body(self, environ: dict[str, Any]) -> bytes:
         """The whole request body (when it has a Content-Length within the limit)."""
         if environ.get("HTTP_TRANSFER_ENCODING"):
-            raise _PassOn
+            raise PassOn
         try:
             length = int(environ.get("CONTENT_LENGTH") or "")
         except ValueError:
-            raise _PassOn from None
+            raise PassOn from None
         if not 0 <= length <= self.runtime.config.max_body_bytes:
-            raise _PassOn
+            raise PassOn
         body: bytes = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # for Flask, if the request is passed on
         if len(body) != length:
-            raise _PassOn
+            raise PassOn
         return body
 
-    def _problem(self, exc: Exception, environ: dict[str, Any],
-                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def problem(self, exc: Exception, environ: dict[str, Any],
+                start_response: Callable[..., Any]) -> Iterable[bytes]:
         """The error response Flask's handlers give (problem+json, CORS, Retry-After, …)."""
         response = error_response(self.app, exc, environ)
         result: Iterable[bytes] = response(environ, start_response)
@@ -155,7 +172,7 @@ def _parse_form(text: str) -> list[tuple[str, str]]:
             try:  # text that is not UTF-8 once decoded is refused by the Flask view (400)
                 percent_decoded(text)
             except UnicodeDecodeError:
-                raise _PassOn from None
+                raise PassOn from None
             return parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")
         pairs.append((name, value))
     return pairs
@@ -182,13 +199,13 @@ def _form_unquote(raw: str) -> str | None:
 
 
 def _only_query(params: MultiDict[str, str], *, body_query: bool = False) -> str:
-    """The one query text (:class:`_PassOn` for anything else: none, several, an update, a
+    """The one query text (:class:`PassOn` for anything else: none, several, an update, a
     single-valued parameter given twice)."""
     if "update" in params or any(len(params.getlist(n)) > 1 for n in SINGLE_VALUED if n in params):
-        raise _PassOn
+        raise PassOn
     if body_query:
         return ""
     text = params.get("query")
     if text is None:
-        raise _PassOn
+        raise PassOn
     return text

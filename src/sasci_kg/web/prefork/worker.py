@@ -5,6 +5,7 @@ runs the app (and the query, under a watchdog) and sends the answer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -35,6 +36,7 @@ from .. import (
     logged_path,
 )
 from ..config import ServerConfig
+from ..fastpath import PassOn, QueryFastPath
 from ..result_cache import AnswerCache, CachedAnswer
 from .http import (
     _HEAD_END,
@@ -75,8 +77,16 @@ STICKY = 1.0
 # of the throughput under load (a trip through the supervisor each time); a turn of this
 # length costs one trip per ~15 light queries and keeps the wait of the others short.
 TURN = 0.01
+# After a request that took this long (a heavy query: pyoxigraph freed many blocks of memory),
+# malloc is made to sort its free lists at once, while the client reads the answer. Left for
+# later, the first larger allocation of the next request did it: 0.5-1.5 ms added to a light
+# query of ~1 ms, on the request right after a heavy one (measured in the worker).
+TIDY_AFTER = 0.005
 # Request targets that may have an answer to send again (the lean route's paths).
 _QUERY_TARGETS = frozenset({b"/sparql", b"/query"})
+# Its size: too large for malloc's per-size caches (so it sorts the free lists to serve it),
+# below its mmap threshold (so it is served from them at all).
+_TIDY_BYTES = 65536
 # The name of a worker process (/proc/PID/comm).
 WORKER_NAME = b"sasci-kg-query"
 
@@ -110,7 +120,8 @@ class _Worker:
         self.body_limit = max(config.max_body_bytes, config.max_upload_bytes)
         self.peek_buffer = bytearray(PEEK_BYTES)
         self.stopping = False
-        self.current: tuple[_Connection, dict[str, Any]] | None = None
+        # The request being answered (its environ, made when asked for): a timeout's 504.
+        self.current: tuple[_Connection, Callable[[], dict[str, Any]]] | None = None
         self._serial = 0
         runtime = app.extensions["sasci_kg"]
         self.runner = InProcessRunner(
@@ -120,6 +131,8 @@ class _Worker:
         runtime.use_runner(self.runner)
         self.runtime = runtime
         self.results: AnswerCache = runtime.results
+        self.fastpath: QueryFastPath | None = app.extensions.get("sasci_kg_fastpath")
+        self.query_body_limit = config.max_body_bytes
 
     # -- the loop
 
@@ -236,6 +249,10 @@ class _Worker:
             if not whole:
                 self._hand_back(conn)
                 return None
+            if waiting and conn.sock.gettimeout() is None:
+                # All of it is here: take exactly that (no wait, no 64 KiB buffer to allocate).
+                conn.buffer = conn.sock.recv(waiting)
+        began = time.perf_counter()
         self.status.conn = conn.ident
         self.slots.write(self.index, _BUSY, conn=conn.ident)  # reading counts as busy
         keep: bool | None = False
@@ -250,6 +267,8 @@ class _Worker:
             # Handed over: the supervisor has the connection now, not this slot.
             self.slots.write(self.index, _IDLE, conn=0 if keep is None else conn.ident)
             self.current = None
+            if time.perf_counter() - began > TIDY_AFTER:
+                bytearray(_TIDY_BYTES)  # a large-bin allocation: malloc sorts its free lists
         if keep is None:
             conn.sock.close()  # the supervisor's duplicate stays open: it sends the rest
             return None
@@ -326,12 +345,77 @@ class _Worker:
             if kept is not None and kept.body:
                 return self._send_again(conn, request, kept.body, started)
             seen = kept is not None  # these very bytes were asked before (a mark)
+        if self.fastpath is not None and request.target.partition(b"?")[0] in _QUERY_TARGETS:
+            try:
+                return self._answer_lean(conn, request, body, replay, seen, started)
+            except PassOn:
+                pass
         environ = self._environ(conn, request.method, request.target, request.minor,
                                 request.headers, body)
         if replay is not None:
             environ[GENERATION] = replay[0]  # (read just now: the app need not again)
         status, headers, chunks = self._run_app(conn, environ)
         return self._send_plain(conn, request, status, headers, chunks, environ,
+                                replay=replay, seen=seen)
+
+    def _answer_lean(self, conn: _Connection, request: _Request, body: bytes,
+                     replay: tuple[Generation, tuple[str, bytes]] | None, seen: bool,
+                     started: float) -> bool | None:
+        """A plain query request, answered by the lean route (:mod:`..fastpath`) straight
+        from the parsed request: no WSGI environ, no middleware (each step of a request costs
+        several times more when the process has sat idle, and a light query is ~1 ms). The
+        same answer as through the app, logged as the app would. Raises :class:`PassOn`
+        before doing anything when the app must read the request itself."""
+        assert self.fastpath is not None
+        target = request.target
+        if b"#" in target or not target.isascii():
+            raise PassOn
+        content_type = accept = if_none_match = None
+        for name, value in request.headers:  # (joined as in an environ)
+            if name == b"content-type":
+                if content_type is not None:
+                    raise PassOn
+                content_type = value
+            elif name == b"accept":
+                accept = value if accept is None else accept + b"," + value
+            elif name == b"if-none-match":
+                if_none_match = value if if_none_match is None else if_none_match + b"," + value
+        method = request.method
+
+        def whole_body() -> bytes:
+            if len(body) > self.query_body_limit:
+                raise PassOn  # (the app refuses it, 413)
+            return body
+
+        path, _, query = target.decode("ascii").partition("?")
+        params, text = self.fastpath.read(
+            method, query, "" if content_type is None else content_type.decode("latin-1"),
+            whole_body)
+        def environ_of() -> dict[str, Any]:
+            return self._environ(conn, method, target, request.minor, request.headers, body)
+
+        self.current = (conn, environ_of)
+        marks: dict[str, Any] = {}
+        try:
+            status, headers, data, replayable = self.fastpath.answer(
+                params, text, method=method,
+                accept=None if accept is None else accept.decode("latin-1"),
+                if_none_match=None if if_none_match is None else if_none_match.decode("latin-1"),
+                generation=None if replay is None else replay[0])
+        except Exception as exc:  # noqa: BLE001 - the app's problem response, as on its route
+            status, headers, chunks = self._call_app(
+                environ_of(), functools.partial(self.fastpath.problem, exc))
+        else:
+            chunks = [] if method == "HEAD" or status.startswith("304") else [data]
+            if replayable is not None:
+                marks[REPLAYABLE] = replayable
+        self.slots.write(self.index, _SENDING, conn=conn.ident)
+        conn.deadline = time.monotonic() + SEND_TIMEOUT
+        conn.arrived = 0.0  # (its wait is in ``started``)
+        # (Logged before it is sent, as the app's access log does with a finished body.)
+        log_access(method, logged_path(path, query), status[:3], time.perf_counter() - started,
+                   sum(map(len, chunks)) if isinstance(chunks, list) else 0)
+        return self._send_plain(conn, request, status, headers, chunks, marks,
                                 replay=replay, seen=seen)
 
     # -- answers sent again
@@ -391,7 +475,7 @@ class _Worker:
                  ) -> tuple[str, list[tuple[str, str]], Iterable[bytes]]:
         """Call the app (the watchdog may answer for it meanwhile), then start the answer's
         time budget."""
-        self.current = (conn, environ)
+        self.current = (conn, lambda: environ)
         answer = self._call_app(environ)
         self.slots.write(self.index, _SENDING, conn=conn.ident)
         conn.deadline = time.monotonic() + SEND_TIMEOUT  # (the outbox waits within it)
@@ -620,8 +704,10 @@ class _Worker:
             conn.arrived = 0.0
         return environ
 
-    def _call_app(self, environ: dict[str, Any]
+    def _call_app(self, environ: dict[str, Any],
+                  wsgi: Callable[..., Iterable[bytes]] | None = None
                   ) -> tuple[str, list[tuple[str, str]], Iterable[bytes]]:
+        """Call the app (or ``wsgi``) on ``environ``: its status, headers and body."""
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]],
@@ -630,7 +716,7 @@ class _Worker:
             return lambda data: None
 
         try:
-            chunks = self.wsgi(environ, start_response)
+            chunks = (wsgi or self.wsgi)(environ, start_response)
             if not started:  # a generator body: start_response comes with its first chunk
                 iterator = iter(chunks)
                 first = next(iterator, b"")
@@ -649,7 +735,8 @@ class _Worker:
             current = self.current
             state = self.slots.read(self.index)[0]
             if current is not None and state == _BUSY:
-                conn, environ = current
+                conn, environ_of = current
+                environ = environ_of()
                 log.warning("query process %s ended after the %.1f s limit", os.getpid(), limit)
                 status, headers, body = _render(self.app, QueryTimeoutError(limit), environ)
                 access_log.info("%s %s %s %.1fms %dB", environ["REQUEST_METHOD"],
