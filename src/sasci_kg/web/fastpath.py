@@ -81,13 +81,15 @@ class QueryFastPath:
         return [] if method == "HEAD" or status.startswith("304") else [body]
 
     def answer(self, params: MultiDict[str, str], text: str, *, method: str,
-               accept: str | None, if_none_match: str | None, generation: Generation | None
+               accept: str | None, if_none_match: str | None, generation: Generation | None,
+               later: list[Callable[[], None]] | None = None,
                ) -> tuple[str, list[tuple[str, str]], bytes, Generation | None]:
         """The status line, headers and body of the answer to a query :meth:`read` gave, and
         the store generation it may be sent again for (see :data:`~sasci_kg.web.REPLAYABLE`).
-        Raises what :func:`answer_query` raises (:meth:`problem` answers it)."""
+        Raises what :func:`answer_query` raises (:meth:`problem` answers it); ``later`` as
+        there."""
         answer = answer_query(self.runtime, params, text, method=method, accept=accept,
-                              if_none_match=if_none_match, generation=generation)
+                              if_none_match=if_none_match, generation=generation, later=later)
         headers = answer.headers
         if self.cors:
             headers = [*headers, ("Access-Control-Allow-Origin", "*"),

@@ -19,8 +19,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -443,10 +443,14 @@ def answer_query(
     accept: str | None,
     if_none_match: str | None = None,
     generation: Generation | None = None,
+    later: list[Callable[[], None]] | None = None,
 ) -> QueryAnswer:
     """Check, negotiate and run one query request (SPARQL 1.1 Protocol §2.1) — from the
     cache when this store generation has answered it before (``generation``: the store
-    generation the server has just read, if it has). Raises library errors."""
+    generation the server has just read, if it has). Raises library errors.
+
+    ``later``: where to put the work the answer does not wait for (keeping it in the answer
+    cache), for a caller that runs it once the answer is sent; without it, it is done here."""
     if not text.strip():
         raise BadRequestError("the query parameter is empty")
     config = runtime.config
@@ -459,7 +463,7 @@ def answer_query(
     conditional = method in CONDITIONAL_METHODS
     answer, generation = _cached_or_run(runtime, text, fmt, checked, default_graph,
                                         named_graphs, limit, tagged=conditional,
-                                        now=generation)
+                                        now=generation, later=later)
     headers = [("Content-Type", fmt.content_type), ("Vary", "Accept")]
     if conditional:
         # The answer is fixed until the next load: caches keep it, and revalidate (ETag).
@@ -478,11 +482,12 @@ def answer_query(
 def _cached_or_run(
     runtime: Runtime, text: str, fmt: Format, checked: Checked,
     default_graph: Sequence[str], named_graphs: Sequence[str], limit: float, *, tagged: bool,
-    now: Generation | None = None,
+    now: Generation | None = None, later: list[Callable[[], None]] | None = None,
 ) -> tuple[CachedAnswer, Generation | None]:
     """The answer, from the cache or a worker, and the store generation it came from the
-    cache under (None: it was computed now); its entity tag is computed only when the answer
-    is kept or ``tagged`` (a GET or HEAD, which sends it)."""
+    cache under (None: it was computed now); its entity tag is computed when ``tagged`` (a GET
+    or HEAD, which sends it) or the answer is kept (in ``later``, if given: see
+    :func:`answer_query`)."""
     keep = not checked.volatile and runtime.results.max_bytes > 0
     generation = (now or runtime.generation()) if keep else None
     key = (text, fmt.media_type, tuple(default_graph), tuple(named_graphs))
@@ -494,12 +499,21 @@ def _cached_or_run(
         text, fmt, timeout=limit, default_graph=default_graph, named_graphs=named_graphs,
         checked=checked, runtime=runtime, generation=generation,
     )
-    etag = entity_tag(fmt.media_type, outcome.body) if keep or tagged else ""
+    etag = entity_tag(fmt.media_type, outcome.body) if tagged else ""
     answer = CachedAnswer(outcome.body, outcome.rows, outcome.seconds, etag)
     # Kept under the generation the worker answered from (a load may have swapped since).
     worked_on = outcome.info.get("generation")
     if generation is not None and worked_on is not None:
-        runtime.results.put(tuple(worked_on), key, answer)
+
+        def keep_answer() -> None:
+            kept = answer if tagged else replace(
+                answer, etag=entity_tag(fmt.media_type, answer.body))
+            runtime.results.put(tuple(worked_on), key, kept)
+
+        if later is None:
+            keep_answer()
+        else:
+            later.append(keep_answer)
     return answer, None
 
 
