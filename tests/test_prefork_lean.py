@@ -162,3 +162,23 @@ def test_a_worker_hands_anything_else_to_the_app(worker: _Worker, environs: list
     assert twice.startswith(b"HTTP/1.1 ")
     assert environs == ["/sparql", f"/sparql?{query}#here", "/sparql?query=SELECT+%2A+%7B",
                     "/sparql"]
+
+
+def test_an_answer_kept_after_it_was_sent_revalidates(store_path: Path, tmp_path: Path) -> None:
+    # A POSTed answer goes into the answer cache after it is sent, with its entity tag made
+    # then: the same query by GET comes from the cache with that tag, and revalidates (304).
+    from sasci_kg.web.result_cache import entity_tag
+
+    with run_live_server(store_path, tmp_path, server="prefork", query_workers=1) as live:
+        with requests.Session() as session:
+            posted = session.post(f"{live.url}/sparql", data={"query": NAMES}, timeout=30)
+            assert posted.status_code == 200 and "ETag" not in posted.headers
+            got = session.get(f"{live.url}/sparql", params={"query": NAMES}, timeout=30)
+            tag = f'"{entity_tag("application/sparql-results+json", got.content)}"'
+            assert got.headers["ETag"] == tag
+            assert got.content == posted.content
+            again = session.get(f"{live.url}/sparql", params={"query": NAMES},
+                                headers={"If-None-Match": tag}, timeout=30)
+            assert again.status_code == 304
+            stats = session.get(f"{live.url}/healthz", timeout=30).json()
+    assert stats["answer_cache"]["hits"] >= 1, stats
