@@ -117,6 +117,21 @@ def test_construct_turtle_declares_only_used_prefixes(pool: WorkerPool) -> None:
     assert len(graph) == 3
 
 
+def test_prefixes_not_declared_to_the_parser_still_name_the_output(pool: WorkerPool) -> None:
+    # A text that declares its own prefixes is parsed without the 37 defaults; they still
+    # give the Turtle its prefixes. A text that needs them does not parse without them.
+    declared = ("PREFIX s: <https://schema.org/> "
+                "CONSTRUCT { ?p s:name ?n } WHERE { ?p a s:Person ; s:name ?n }")
+    body = pool.run(QueryJob(declared, "text/turtle", PREFIXES, declare_prefixes=False),
+                    timeout=5).body.decode()
+    assert [line.split()[1] for line in body.splitlines() if line.startswith("@prefix")] == [
+        "person:", "schema:"]
+    needs = "CONSTRUCT { ?p schema:name ?n } WHERE { ?p a schema:Person ; schema:name ?n }"
+    with pytest.raises(QuerySyntaxError):
+        pool.run(QueryJob(needs, "text/turtle", PREFIXES, declare_prefixes=False), timeout=5)
+    assert pool.run(QueryJob(needs, "text/turtle", PREFIXES), timeout=5).rows == 3
+
+
 @pytest.mark.parametrize(
     "media_type",
     ["text/turtle", "application/n-triples", "application/ld+json", "application/rdf+xml",

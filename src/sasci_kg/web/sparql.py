@@ -398,8 +398,10 @@ def execute_query(
         media_type=fmt.media_type,
         # Handing pyoxigraph the 37 default prefixes costs ~12 µs a query (and their
         # pickling ~8): only when the text uses a prefix it does not declare, or when the
-        # answer is RDF (its Turtle is written with them).
+        # answer is RDF (its Turtle is written with them: then they are not declared to
+        # the parser unless the text needs them).
         prefixes=PREFIXES if checked.needs_default_prefixes or checked.returns_graph else {},
+        declare_prefixes=checked.needs_default_prefixes,
         default_graph=tuple(default_graph or ()) if dataset else None,
         named_graphs=tuple(named_graphs or ()) if dataset else None,
         # pyoxigraph ignores FROM when asked for the union, so honour the query's own dataset.

@@ -32,7 +32,12 @@ What keeps it safe:
   so clients that never pause cannot keep the others waiting.
 
 Plain HTTP/1.1 requests are read here; anything unusual (chunked bodies, ``Expect:
-100-continue``, obs-fold, …) by h11. The WSGI app is the same as under granian.
+100-continue``, obs-fold, …) by h11. The WSGI app is the same as under granian. A plain query
+request (``/sparql`` or ``/query``) is answered by the app's lean route straight from the
+parsed request, without a WSGI environ or the middleware, and its log line and answer-cache
+record are written once the answer is sent (:meth:`.worker._Worker._answer_lean`): after an
+idle spell each step of a request costs several times its warm time, and a light query
+is ~1 ms.
 
 The modules: :mod:`.http` (reading and writing HTTP/1.1), :mod:`.slots` (the shared memory
 between the supervisor and its workers), :mod:`.outbox` (sending an answer, and handing the
