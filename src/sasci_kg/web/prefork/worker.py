@@ -76,6 +76,9 @@ SEND_TIMEOUT = 60.0
 # of its own elsewhere) paid ~0.3 ms more on a ~1 ms light query (subunit paths 1.89x
 # `oxigraph serve` against 1.59x with 5 s, same run of code).
 STICKY = 5.0
+# The longest a worker waits in one poll: how soon it sees a stop while it holds an idle
+# connection (a signal does not end the wait: Python goes on waiting after its handler).
+POLL_STEP = 1.0
 # While other requests wait for a worker, one keeps serving the connection it has for this
 # long, then gives it back to join the queue. Giving it back after every answer cost ~10 %
 # of the throughput under load (a trip through the supervisor each time); a turn of this
@@ -103,6 +106,7 @@ class _Connection:
     buffer: bytes = b""  # read, not yet used: the start of the next request
     deadline: float = 0.0  # the request being read must be in by then (time.monotonic())
     arrived: float = 0.0  # when the request the supervisor handed over began (0: none)
+    answered: float = 0.0  # when its last answer was done (time.monotonic()): idle since
 
     def wait(self, deadline: float, what: str) -> None:
         """Give the next blocking call on the socket what is left of ``deadline``: each
@@ -159,7 +163,10 @@ class _Worker:
             poller.register(self.dispatch, select.POLLIN)
             if conn is not None:
                 poller.register(conn.sock, select.POLLIN)
-            ready = {fd for fd, _ in poller.poll(1000 * (STICKY if conn else 0.5))}
+            wait = 0.5
+            if conn is not None:
+                wait = min(POLL_STEP, max(0.0, conn.answered + STICKY - time.monotonic()))
+            ready = {fd for fd, _ in poller.poll(1000 * wait)}
             # Clients take turns: a request the supervisor handed over, or a new connection,
             # goes before this connection's next request once its turn is over, so a client
             # that sends its next request at once does not keep the others waiting.
@@ -169,7 +176,8 @@ class _Worker:
                 conn = self._serve(conn)
             else:
                 new = self._take() if others else None
-                if conn is not None and (new is not None or not ready):
+                if conn is not None and (new is not None or (
+                        not ready and time.monotonic() >= conn.answered + STICKY)):
                     self._hand_back(conn)  # someone else is waiting, or it has gone quiet
                     conn = None
                 if new is not None:
@@ -277,6 +285,7 @@ class _Worker:
             conn.sock.close()  # the supervisor's duplicate stays open: it sends the rest
             return None
         if keep and not self.stopping:
+            conn.answered = time.monotonic()
             return conn
         self._close(conn)
         return None
@@ -408,8 +417,9 @@ class _Worker:
                 if_none_match=None if if_none_match is None else if_none_match.decode("latin-1"),
                 generation=None if replay is None else replay[0], later=later)
         except Exception as exc:  # noqa: BLE001 - the app's problem response, as on its route
-            status, headers, chunks = self._call_app(
+            status, headers, problem = self._call_app(
                 environ_of(), functools.partial(self.fastpath.problem, exc))
+            chunks = _whole(problem)  # (a problem is small: sent, and logged with its size)
         else:
             chunks = [] if method == "HEAD" or status.startswith("304") else [data]
             if replayable is not None:
@@ -424,8 +434,7 @@ class _Worker:
             # Once the answer is on its way: the log line, and keeping the answer in the
             # cache (~0.1-0.3 ms of a light query's, measured right after an idle spell).
             log_access(method, logged_path(path, query), status[:3],
-                       time.perf_counter() - started,
-                       sum(map(len, chunks)) if isinstance(chunks, list) else 0)
+                       time.perf_counter() - started, sum(map(len, chunks)))
             for work in later:
                 try:
                     work()
@@ -785,6 +794,16 @@ class _Prepended:
 
     def close(self) -> None:
         close = getattr(self.original, "close", None)
+        if close is not None:
+            close()
+
+
+def _whole(body: Iterable[bytes]) -> list[bytes]:
+    """A WSGI body read whole (and closed)."""
+    try:
+        return [b"".join(body)]
+    finally:
+        close = getattr(body, "close", None)
         if close is not None:
             close()
 
