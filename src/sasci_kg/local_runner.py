@@ -68,7 +68,8 @@ class Watchdog:
     """A daemon thread that calls ``on_expire(limit)`` when a job outlives its deadline.
 
     Arming and disarming only set an attribute (no lock, no wake-up per request: the thread
-    looks every :data:`WATCH_INTERVAL`, and sleeps until the deadline once one is set).
+    looks every :data:`WATCH_INTERVAL`, and sleeps until the deadline once one is set; a
+    limit shorter than that interval wakes it at once).
     :meth:`claim` decides, under a lock, between the job finishing and the watchdog firing,
     so that only one of them answers the request.
     """
@@ -79,10 +80,13 @@ class Watchdog:
         self._lock = threading.Lock()
         self._fired = False
         self._pid = os.getpid()
+        self._wake = threading.Event()
         threading.Thread(target=self._watch, name="sasci-kg-watchdog", daemon=True).start()
 
     def arm(self, limit: float) -> None:
         self._armed = (time.monotonic() + limit, limit)
+        if limit < WATCH_INTERVAL:  # (it may be asleep for longer than that)
+            self._wake.set()
 
     def disarm(self) -> bool:
         """Clear the deadline; False if the watchdog has already fired (the request is being
@@ -96,7 +100,8 @@ class Watchdog:
             armed = self._armed
             left = WATCH_INTERVAL if armed is None else armed[0] - time.monotonic()
             if armed is None or left > 0:
-                time.sleep(min(left, WATCH_INTERVAL))
+                if self._wake.wait(min(left, WATCH_INTERVAL)):
+                    self._wake.clear()
                 continue
             with self._lock:
                 if self._armed is not armed:  # finished meanwhile
