@@ -10,6 +10,7 @@ import pytest
 
 from sasci_kg.errors import QueryError, StoreError, StoreLockedError
 from sasci_kg.store import (
+    GenerationWatch,
     LoadInput,
     OxigraphBackend,
     ReloadingStore,
@@ -177,3 +178,66 @@ def test_a_query_with_its_own_from_is_not_overridden_by_the_union(tmp_path: Path
     # a FROM inside a string or IRI is not a dataset clause
     result = backend.query('SELECT ?n WHERE { ?s schema:name ?n FILTER(?n != "FROM") } ORDER BY ?n')
     assert [s["n"].value for s in result] == ["b", "x"]  # type: ignore[union-attr]
+
+
+def test_the_generation_watch_sees_every_change_at_once(tmp_path: Path) -> None:
+    # It reads the generation again only when inotify reports a change; each change below
+    # is seen by the very next call, as store_generation sees it.
+    live = tmp_path / "store"
+    watch = GenerationWatch(live)
+    assert watch() is None  # no store yet
+    load_store(live, [trig("1")])
+    assert watch() == store_generation(live) is not None
+    seen = {watch()}
+    for value in ("2", "3"):  # loads: each a swap of the whole directory
+        load_store(live, [trig(value)])
+        assert watch() == store_generation(live) not in seen
+        seen.add(watch())
+    current = live / "CURRENT"  # the store's CURRENT file rewritten in place, or replaced
+    os.utime(current, ns=(1, 1))
+    assert watch() == store_generation(live) not in seen
+    seen.add(watch())
+    (live / "CURRENT.new").write_bytes(current.read_bytes())
+    os.rename(live / "CURRENT.new", current)
+    assert watch() == store_generation(live) not in seen
+    (live / "LOG.other").write_text("not the store's identity")
+    assert watch() == store_generation(live)
+    watch.close()
+
+
+def test_the_generation_watch_asks_the_kernel_once_when_nothing_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    live = tmp_path / "store"
+    load_store(live, [trig("1")])
+    watch = GenerationWatch(live)
+    first = watch()
+    looked: list[str] = []
+    monkeypatch.setattr("sasci_kg.store.store_generation",
+                        lambda path: looked.append(path) or first)
+    assert [watch() for _ in range(5)] == [first] * 5
+    assert looked == []
+    load_store(live, [trig("2")])
+    watch()
+    assert looked == [str(live)]
+    watch.close()
+
+
+def test_the_generation_watch_falls_back_to_looking_each_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without inotify (another kernel, a limit reached), every call reads the generation.
+    import ctypes
+
+    class NoInotify:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def inotify_init1(self, flags: int) -> int:
+            return -1
+
+    monkeypatch.setattr(ctypes, "CDLL", NoInotify)
+    live = tmp_path / "store"
+    load_store(live, [trig("1")])
+    watch = GenerationWatch(live)
+    assert watch() == store_generation(live)
+    load_store(live, [trig("2")])
+    assert watch() == store_generation(live)

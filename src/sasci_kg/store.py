@@ -13,7 +13,10 @@ import ctypes.util
 import errno
 import fcntl
 import os
+import select
 import shutil
+import struct
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -357,6 +360,105 @@ def store_generation(path: Path | str) -> Generation | None:
     except FileNotFoundError:
         return None
     return (directory.st_ino, st.st_ino, st.st_mtime_ns)
+
+
+# inotify(7): what can change the store's generation. In the parent directory, an entry of
+# the store's name made, removed or renamed (a load's swap); in the store, its CURRENT file
+# written or replaced; either directory itself removed or moved; events lost.
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_SELF = 0x400 | 0x800  # IN_DELETE_SELF, IN_MOVE_SELF
+_IN_LOST = 0x4000 | 0x8000  # IN_Q_OVERFLOW, IN_IGNORED
+_IN_ONLYDIR, _IN_NONBLOCK, _IN_CLOEXEC = 0x01000000, 0o4000, 0o2000000
+_IN_ENTRIES = _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+_PARENT_EVENTS = _IN_ENTRIES | _IN_SELF | _IN_ONLYDIR
+_STORE_EVENTS = _IN_ENTRIES | _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_SELF | _IN_ONLYDIR
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, length of the name after it
+
+
+class GenerationWatch:
+    """:func:`store_generation` of one store, read again only when the kernel has said
+    something that could change it happened (inotify), instead of on every call.
+
+    Every query request asks for the generation (answers are cached under it): two ``stat``
+    calls down the store's path, 4.5 µs warm but ~60 µs in a worker that has sat idle, a
+    tenth of what the endpoint adds to a light query. Asked with nothing changed, this costs
+    one ``poll`` of the inotify descriptor. A swap is seen by the next call after it: the
+    kernel queues the event before the rename returns. Where inotify is not to be had, every
+    call reads the generation, as :func:`store_generation` does. Each process makes its own
+    descriptor (a forked copy would share the parent's events).
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        self._names = {os.path.basename(os.path.normpath(self.path)).encode(), b"CURRENT"}
+        self._pid = -1
+        self._fd = -1
+        self._poller: select.poll | None = None
+        self._known: Generation | None = None
+        self._stale = True
+        self._lock = threading.Lock()  # (threads of one process share the events)
+
+    def __call__(self) -> Generation | None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start()
+            if self._poller is None:
+                return store_generation(self.path)
+            if self._poller.poll(0):
+                self._stale = self._read_events() or self._stale
+            if self._stale:
+                self._stale = False
+                self._watch_store()  # (a new store directory: watched from now on)
+                self._known = store_generation(self.path)
+            return self._known
+
+    def close(self) -> None:
+        """Let go of this process's descriptor."""
+        with self._lock:
+            if self._fd >= 0 and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd, self._poller, self._pid = -1, None, -1
+
+    def _start(self) -> None:
+        self._pid, self._poller, self._stale = os.getpid(), None, True
+        if self._fd >= 0:
+            os.close(self._fd)  # (this process's copy of its parent's descriptor)
+            self._fd = -1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        if fd < 0:
+            return
+        parent = os.path.dirname(os.path.abspath(self.path)).encode()
+        if libc.inotify_add_watch(fd, parent, _PARENT_EVENTS) < 0:
+            os.close(fd)
+            return
+        self._libc, self._fd = libc, fd
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
+
+    def _watch_store(self) -> None:
+        # (No store there yet is fine: the parent's watch sees it come.)
+        self._libc.inotify_add_watch(self._fd, self.path.encode(), _STORE_EVENTS)
+
+    def _read_events(self) -> bool:
+        """Whether any queued event may have changed the generation (all are taken)."""
+        changed = False
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return changed
+            at = 0
+            while at + _EVENT.size <= len(data):
+                _, mask, _, length = _EVENT.unpack_from(data, at)
+                name = data[at + _EVENT.size:at + _EVENT.size + length].rstrip(b"\0")
+                at += _EVENT.size + length
+                if mask & (_IN_SELF | _IN_LOST) or name in self._names:
+                    changed = True
 
 
 class ReloadingStore:

@@ -45,7 +45,7 @@ from ..executor import (
 )
 from ..guard import Checked, Policy, WrongOperationError, check_query, check_update
 from ..local_runner import InProcessRunner
-from ..store import Generation, store_generation
+from ..store import Generation, GenerationWatch, store_generation
 from ..vocab import DCTERMS, PREFIXES, RDF, RDFS, SD, SH, VOID, XSD, Namespace
 from .config import ServerConfig
 from .negotiation import (
@@ -116,6 +116,8 @@ class Runtime:
         self._writer: WorkerPool | None = None
         self._info: Mapping[str, Any] | None = None
         self._info_at = 0.0
+        # The store generation, read again only when the store may have changed.
+        self._generation = GenerationWatch(config.store)
 
     def use_runner(self, runner: InProcessRunner) -> None:
         """Run this process's queries in ``runner`` (the prefork server's workers)."""
@@ -209,7 +211,7 @@ class Runtime:
 
     def generation(self) -> Generation | None:
         """The store generation now (None for a remote engine: nothing is cached for it)."""
-        return None if self.config.is_remote else store_generation(self.config.store)
+        return None if self.config.is_remote else self._generation()
 
     def cached_info(self) -> Mapping[str, Any] | None:
         with self._lock:
@@ -222,6 +224,7 @@ class Runtime:
             self._pool = self._writer = None
         for pool in pools:
             pool.close()
+        self._generation.close()
 
 
 def get_config() -> ServerConfig:
