@@ -393,6 +393,7 @@ class GenerationWatch:
         self.path = str(path)
         self._names = {os.path.basename(os.path.normpath(self.path)).encode(), b"CURRENT"}
         self._pid = -1
+        self._libc: Any = None
         self._fd = -1
         self._poller: select.poll | None = None
         self._known: Generation | None = None

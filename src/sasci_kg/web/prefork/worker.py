@@ -404,6 +404,7 @@ class _Worker:
         params, text = self.fastpath.read(
             method, query, "" if content_type is None else content_type.decode("latin-1"),
             whole_body)
+
         def environ_of() -> dict[str, Any]:
             return self._environ(conn, method, target, request.minor, request.headers, body)
 
