@@ -45,7 +45,7 @@ from ..executor import (
 )
 from ..guard import Checked, Policy, WrongOperationError, check_query, check_update
 from ..local_runner import InProcessRunner
-from ..store import Generation, GenerationWatch, store_generation
+from ..store import Generation, GenerationWatch
 from ..vocab import DCTERMS, PREFIXES, RDF, RDFS, SD, SH, VOID, XSD, Namespace
 from .config import ServerConfig
 from .negotiation import (
@@ -176,7 +176,7 @@ class Runtime:
             with self._lock:
                 self._info, self._info_at = outcome.info, time.monotonic()
             return outcome.info
-        generation = store_generation(self.config.store)
+        generation = self._generation()
         if generation is None:
             raise StoreUnavailableError(f"{self.config.store}: no store here")
         with self._lock:
@@ -723,7 +723,7 @@ def healthz() -> Response:
     if runtime.config.is_remote:
         body["backend"] = "remote"
     else:
-        generation = store_generation(runtime.config.store)
+        generation = runtime.generation()
         if generation is None:
             return problem(503, "store-unavailable", "Store unavailable",
                            "the store directory is missing", state="unavailable")
