@@ -96,6 +96,7 @@ class SharedResultCache:
         self._counter = 0  # this process's row of counters
         self._hits = self._misses = self._replayed = 0
         self._last: tuple[Any, Hashable, bytes] | None = None  # the last key and its digest
+        self._generation_part: tuple[Any, bytes] | None = None  # (see _digest)
 
     def bind(self, counter: int) -> None:
         """Count this process's hits and misses in row ``counter`` (a worker's index; a
@@ -190,9 +191,12 @@ class SharedResultCache:
         self._last = (generation, key, digest)
         return digest
 
-    @staticmethod
-    def _digest(generation: Any, key: Hashable) -> bytes:
-        return hashlib.blake2b(b"".join(_encoded(generation, key)), digest_size=16).digest()
+    def _digest(self, generation: Any, key: Hashable) -> bytes:
+        # The generation's part is made once per generation (its repr is most of the work).
+        seen = self._generation_part
+        if seen is None or seen[0] != generation:
+            seen = self._generation_part = (generation, _encoded_generation(generation))
+        return hashlib.blake2b(seen[1] + b"".join(_encoded_key(key)), digest_size=16).digest()
 
     def _first_slot(self, digest: bytes) -> int:
         return int.from_bytes(digest[:8], "little") & (self.slots - 1)
@@ -212,7 +216,13 @@ class SharedResultCache:
         return out
 
     def _find(self, digest: bytes) -> CachedAnswer | None:
-        for _, found, position, length in self._probes(digest):
+        # Slot by slot: most searches end at the first, empty or not (a miss on a first
+        # asking is most of them, and unpacking all the probes at once cost ~10 µs of it in
+        # a worker that had sat idle).
+        first = self._first_slot(digest)
+        for probe in range(_PROBES):
+            at = self._index_at + ((first + probe) & (self.slots - 1)) * _SLOT.size
+            found, position, length = _SLOT.unpack_from(self.map, at)
             if not position:
                 return None  # never used: a slot once used is never empty again
             if found == digest:
@@ -277,13 +287,19 @@ class SharedResultCache:
         _SLOT.pack_into(self.map, best, digest, head + 1, length)
 
 
-def _encoded(generation: Any, key: Hashable) -> list[bytes]:
-    """A generation and a key (a tuple of strings, bytes or small tuples; or a string) as
-    pieces of bytes that no other pair gives: each piece says its kind and length, and
-    what is neither a string nor bytes goes by its repr (which no two different values of
-    strings, numbers and tuples share)."""
+def _encoded_generation(generation: Any) -> bytes:
+    """A generation as bytes that no other gives (its kind, length and repr); with
+    :func:`_encoded_key`'s, those of no other pair."""
     shown = repr(generation).encode("utf-8", "surrogatepass")
-    parts = [b"g%d:" % len(shown), shown]
+    return b"g%d:%s" % (len(shown), shown)
+
+
+def _encoded_key(key: Hashable) -> list[bytes]:
+    """A key (a tuple of strings, bytes or small tuples; or a string) as pieces of bytes
+    that no other key gives: each piece says its kind and length, and what is neither a
+    string nor bytes goes by its repr (which no two different values of strings, numbers
+    and tuples share)."""
+    parts: list[bytes] = []
     for item in key if type(key) is tuple else (key,):
         kind = type(item)
         if kind is str:
