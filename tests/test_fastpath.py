@@ -122,6 +122,29 @@ def test_the_lean_route_really_answers_plain_queries(app: Flask, monkeypatch: An
     assert seen == ["view"]
 
 
+def test_a_query_sent_alone_takes_every_default_without_looking_them_up(
+        app: Flask, monkeypatch: Any) -> None:
+    # Most requests send the query and nothing else: read() says so with one shared empty
+    # object, and answer_query takes the defaults (timeout, no dataset, no format override)
+    # without asking for each parameter. Any other parameter goes the whole way.
+    from sasci_kg.web import fastpath, sparql
+
+    lean = fastpath.QueryFastPath(app, app.wsgi_app)
+    for method, query_string, body in (("GET", urlencode({"query": NAMES}), b""),
+                                       ("POST", "", urlencode({"query": NAMES}).encode())):
+        params, text = lean.read(method, query_string, sparql.FORM_URLENCODED, body.__bytes__)
+        assert params is sparql.NO_OTHER_PARAMETERS and text == NAMES
+    params, _ = lean.read("GET", urlencode({"query": NAMES, "timeout": "1"}), "", lambda: b"")
+    assert params is not sparql.NO_OTHER_PARAMETERS and params["timeout"] == "1"
+    looked: list[str] = []
+    monkeypatch.setattr(sparql, "time_limit", lambda *a: looked.append("timeout") or 2.0)
+    client = app.test_client()
+    assert client.post("/sparql", data={"query": NAMES}).status_code == 200
+    assert looked == [] and not sparql.NO_OTHER_PARAMETERS
+    assert client.post("/sparql", data={"query": NAMES, "timeout": "1"}).status_code == 200
+    assert looked == ["timeout"]
+
+
 def test_get_answers_carry_an_etag_and_revalidate_with_304(fresh_store: Path) -> None:
     with app_for(fresh_store) as app:
         client = app.test_client()

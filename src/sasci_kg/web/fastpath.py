@@ -30,7 +30,14 @@ from werkzeug.datastructures import MultiDict
 from ..store import Generation
 from . import EXPOSED_HEADERS, GENERATION, REPLAYABLE
 from .problems import error_response
-from .sparql import FORM_URLENCODED, SINGLE_VALUED, Runtime, answer_query, percent_decoded
+from .sparql import (
+    FORM_URLENCODED,
+    NO_OTHER_PARAMETERS,
+    SINGLE_VALUED,
+    Runtime,
+    answer_query,
+    percent_decoded,
+)
 
 QUERY_PATHS = frozenset({"/sparql", "/query"})
 SPARQL_QUERY = "application/sparql-query"
@@ -107,6 +114,8 @@ class QueryFastPath:
             raise PassOn
         url_params = _parse_form(query_string)
         if method in ("GET", "HEAD"):
+            if len(url_params) == 1 and url_params[0][0] == "query":
+                return NO_OTHER_PARAMETERS, url_params[0][1]  # (the usual request: see there)
             params: MultiDict[str, str] = MultiDict(url_params)
             return params, _only_query(params)
         if method != "POST":
@@ -129,6 +138,8 @@ class QueryFastPath:
             _only_query(params, body_query=True)
             return params, text
         form = _parse_form(text)
+        if not url_params and len(form) == 1 and form[0][0] == "query":
+            return NO_OTHER_PARAMETERS, form[0][1]
         in_url = {name for name, _ in url_params}
         if any(name in in_url for name, _ in form if name in SINGLE_VALUED):
             raise PassOn

@@ -81,6 +81,10 @@ ENTAILMENT = Namespace("http://www.w3.org/ns/entailment/")
 FORM_URLENCODED = "application/x-www-form-urlencoded"
 # Parameters that may appear once only (SPARQL 1.1 Protocol §2.1: one query per request).
 SINGLE_VALUED = ("query", "update", "timeout", "download")
+# The parameters of a query request that sends the query alone (most do), but for the query
+# itself: none. The lean route (:mod:`.fastpath`) passes this very object, and answer_query
+# then takes every parameter's default without looking for each one. Never changed.
+NO_OTHER_PARAMETERS: MultiDict[str, str] = MultiDict()
 
 
 # ---------------------------------------------------------------------------------------
@@ -459,12 +463,20 @@ def answer_query(
     if not text.strip():
         raise BadRequestError("the query parameter is empty")
     config = runtime.config
-    default_graph = graph_iris(params, "default-graph-uri")
-    named_graphs = graph_iris(params, "named-graph-uri")
-    limit = time_limit(params, config)
-    download = wants_download(params)
+    default_graph: Sequence[str]
+    named_graphs: Sequence[str]
+    overrides: Sequence[str]
+    if params is NO_OTHER_PARAMETERS:  # (the usual request: every parameter at its default)
+        default_graph = named_graphs = overrides = ()
+        limit, download = config.timeout, False
+    else:
+        default_graph = graph_iris(params, "default-graph-uri")
+        named_graphs = graph_iris(params, "named-graph-uri")
+        limit = time_limit(params, config)
+        download = wants_download(params)
+        overrides = format_overrides(params)
     checked = runtime.check(text)
-    fmt = runtime.negotiate(accept, format_overrides(params), offered_for(checked))
+    fmt = runtime.negotiate(accept, overrides, offered_for(checked))
     conditional = method in CONDITIONAL_METHODS
     answer, generation = _cached_or_run(runtime, text, fmt, checked, default_graph,
                                         named_graphs, limit, tagged=conditional,
