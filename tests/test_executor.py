@@ -15,6 +15,8 @@ import pyoxigraph as ox
 import pytest
 import rdflib
 from conftest import GRAPH_A, GRAPH_B, TRIG, alive, cpu_ticks, make_store
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rdflib.compare import isomorphic
 
 from sasci_kg.errors import NotFoundError
@@ -404,28 +406,48 @@ def test_serialize_rdf_is_deterministic_and_tidy() -> None:
     assert [h.split()[1] for h in header] == ["person:", "schema:", "xsd:"]  # no rdf: (`a`)
 
 
-def test_json_writer_is_byte_equal_to_pyoxigraphs_for_every_kind_of_term() -> None:
-    # _term_json writes the JSON text itself (faster than building dicts for an encoder), so
-    # its escaping and key order must be exactly pyoxigraph's own.
+def test_solutions_are_counted_exactly_whatever_their_terms_hold() -> None:
+    # The JSON is pyoxigraph's own; its rows are counted in it afterwards (for the row cap and
+    # X-Result-Rows), so no term may look like the start of a row: strings holding "[{", ",{",
+    # quotes and backslashes, unbound variables, empty solutions, nested triple terms.
     store = ox.Store()
     subject = ox.NamedNode("http://example.org/s")
     objects = [
         ox.Literal('quote " backslash \\ newline \n tab \t control \u0001 é 😀 \u2028 </script>'),
-        ox.Literal("colour", language="en-GB"),
+        ox.Literal('[{"a":1},{"b":2}]'), ox.Literal("\\"), ox.Literal('\\",{'),
+        ox.Literal("},{", language="en-GB"),
         ox.Literal("1", datatype=ox.NamedNode("http://www.w3.org/2001/XMLSchema#integer")),
-        ox.Literal("plain", datatype=ox.NamedNode("http://www.w3.org/2001/XMLSchema#string")),
         ox.NamedNode("http://example.org/o?q=x&r=é#frag"),
         ox.BlankNode("b0"),
     ]
     for i, obj in enumerate(objects):
         store.add(ox.Quad(subject, ox.NamedNode(f"http://example.org/p{i}"), obj))
-    for query in (
-        "SELECT ?s ?p ?o ?unbound WHERE { ?s ?p ?o } ORDER BY ?p",
-        "SELECT ?t WHERE { BIND(<<( <http://e/a> <http://e/b> 'c'@en--rtl )>> AS ?t) }",
-        "SELECT ?nothing WHERE { FILTER(false) }",
+    for query, rows in (
+        ("SELECT ?s ?p ?o ?unbound WHERE { ?s ?p ?o } ORDER BY ?p", len(objects)),
+        ("SELECT ?t WHERE { BIND(<<( <http://e/a> <http://e/b> ',{'@en--rtl )>> AS ?t) }", 1),
+        ("SELECT ?x WHERE { VALUES ?x { UNDEF UNDEF ',{' } }", 3),
+        ("SELECT * WHERE { }", 1),
+        ("SELECT ?nothing WHERE { FILTER(false) }", 0),
     ):
-        ours, _ = _serialize_solutions(store.query(query), JSON, 100, 10**6)
-        assert ours == store.query(query).serialize(format=ox.QueryResultsFormat.JSON)
+        body, counted = _serialize_solutions(store.query(query), JSON, 100, 10**6)
+        assert body == store.query(query).serialize(format=ox.QueryResultsFormat.JSON)
+        assert counted == rows
+        assert _serialize_solutions(store.query(query), "text/csv", 100, 10**6)[1] == rows
+        if rows:
+            with pytest.raises(ResultTooLargeError) as info:
+                _serialize_solutions(store.query(query), JSON, rows - 1, 10**6)
+            assert (info.value.cap, info.value.limit) == ("max-rows", rows - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=12), max_size=8))
+def test_any_text_in_a_result_leaves_the_count_exact(texts: list[str]) -> None:
+    store = ox.Store()
+    for i, text in enumerate(texts):
+        store.add(ox.Quad(ox.NamedNode(f"http://example.org/s{i}"),
+                          ox.NamedNode("http://example.org/p"), ox.Literal(text)))
+    query = "SELECT ?s ?o WHERE { ?s ?p ?o }"
+    assert _serialize_solutions(store.query(query), JSON, 100, 10**6)[1] == len(texts)
 
 
 def test_messages_larger_than_one_read_arrive_whole(pool: WorkerPool) -> None:
