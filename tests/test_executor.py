@@ -35,6 +35,7 @@ from sasci_kg.executor import (
     WorkerCrashedError,
     WorkerPool,
     _serialize_solutions,
+    _SolutionCounter,
     crash_error,
     serialize_rdf,
     tune_worker_malloc,
@@ -415,6 +416,7 @@ def test_solutions_are_counted_exactly_whatever_their_terms_hold() -> None:
     objects = [
         ox.Literal('quote " backslash \\ newline \n tab \t control \u0001 é 😀 \u2028 </script>'),
         ox.Literal('[{"a":1},{"b":2}]'), ox.Literal("\\"), ox.Literal('\\",{'),
+        ox.Literal('{"o":{"type":"uri"'), ox.Literal('x{'),
         ox.Literal("},{", language="en-GB"),
         ox.Literal("1", datatype=ox.NamedNode("http://www.w3.org/2001/XMLSchema#integer")),
         ox.NamedNode("http://example.org/o?q=x&r=é#frag"),
@@ -428,6 +430,11 @@ def test_solutions_are_counted_exactly_whatever_their_terms_hold() -> None:
         ("SELECT ?x WHERE { VALUES ?x { UNDEF UNDEF ',{' } }", 3),
         ("SELECT * WHERE { }", 1),
         ("SELECT ?nothing WHERE { FILTER(false) }", 0),
+        ("SELECT ?subject ?o WHERE { ?subject ?p ?o }", len(objects)),
+        ("SELECT ?subject WHERE { VALUES ?subject { <<( <http://e/a> <http://e/b> 'c' )>> } }",
+         1),
+        ("SELECT ?é ?x WHERE { ?s ?p ?é }", len(objects)),
+        ("SELECT ?x ?y WHERE { VALUES (?x ?y) { (UNDEF UNDEF) (1 UNDEF) (UNDEF '{}') } }", 3),
     ):
         body, counted = _serialize_solutions(store.query(query), JSON, 100, 10**6)
         assert body == store.query(query).serialize(format=ox.QueryResultsFormat.JSON)
@@ -440,14 +447,34 @@ def test_solutions_are_counted_exactly_whatever_their_terms_hold() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(max_size=12), max_size=8))
-def test_any_text_in_a_result_leaves_the_count_exact(texts: list[str]) -> None:
+@given(st.lists(st.text(alphabet=st.sampled_from('{}[],:"\\xé'), max_size=12), max_size=8),
+       st.lists(st.integers(1, 40), max_size=20))
+def test_any_text_in_any_pieces_leaves_the_count_exact(texts: list[str],
+                                                       pieces: list[int]) -> None:
+    # The solutions are counted as pyoxigraph writes, piece by piece: a solution's start cut
+    # in two by a piece's end must count once.
     store = ox.Store()
     for i, text in enumerate(texts):
         store.add(ox.Quad(ox.NamedNode(f"http://example.org/s{i}"),
                           ox.NamedNode("http://example.org/p"), ox.Literal(text)))
-    query = "SELECT ?s ?o WHERE { ?s ?p ?o }"
+    query = "SELECT ?o ?s WHERE { ?s ?p ?o }"
     assert _serialize_solutions(store.query(query), JSON, 100, 10**6)[1] == len(texts)
+    body = store.query(query).serialize(format=ox.QueryResultsFormat.JSON)
+    counter = _SolutionCounter(10**6, 100, ["o", "s"])
+    at = 0
+    for size in [*pieces, len(body)]:
+        counter.write(body[at:at + size])
+        at += size
+    assert counter.value() == body and counter.rows(body) == len(texts)
+
+
+def test_a_result_over_the_row_cap_stops_as_it_is_written() -> None:
+    counter = _SolutionCounter(10**6, 2, ["x"])
+    row = b'{"x":{"type":"literal","value":"1"}}'
+    counter.write(b'{"head":{"vars":["x"]},"results":{"bindings":[' + row + b"," + row)
+    with pytest.raises(ResultTooLargeError) as info:
+        counter.write(b"," + row)
+    assert (info.value.cap, info.value.limit) == ("max-rows", 2)
 
 
 def test_messages_larger_than_one_read_arrive_whole(pool: WorkerPool) -> None:

@@ -365,51 +365,94 @@ class _CappedWriter:
 
 
 # A JSON string as pyoxigraph writes one (every '"' and '\\' inside it escaped).
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+# The text that starts a solution's first term, after the variable's name; and that of a
+# triple term's subject, which looks the same for a variable named "subject".
+_FIRST_TERM = b'":{"type":'
+_TRIPLE_SUBJECT = b'"value":{"subject":{"type":'
 
 
 def _json_rows(body: bytes) -> int:
-    """The solutions in a SPARQL JSON document written by pyoxigraph. Its output is compact,
-    and outside strings "[{" and ",{" stand only where a solution starts: the head's variables
-    are strings, and every term and nested term follows a ':'."""
+    """The solutions in a SPARQL JSON document written by pyoxigraph, read the slow way.
+    Its output is compact, and outside strings "[{" and ",{" stand only where a solution
+    starts: the head's variables are strings, and every term and nested term follows a ':'."""
     structure = _JSON_STRING.sub(b"", body)
     return structure.count(b"[{") + structure.count(b",{")
+
+
+class _SolutionCounter(_CappedWriter):
+    """A capped sink for pyoxigraph's SPARQL JSON that counts the solutions as they are
+    written, and stops past ``max_rows``.
+
+    A solution that binds a variable starts with ``{"name":{"type":`` (its first bound
+    variable, in the head's order), and no string can hold that text: a '"' inside one is
+    escaped, and no key ends with '{'. So counting those for each variable finds every
+    solution, in C (bytes.count), without reading the strings: exact, unless a solution
+    binds nothing (``{}``), or a variable named "subject" meets a triple term's subject, or a
+    name is not plain ASCII; then :meth:`rows` reads the strings out (:func:`_json_rows`).
+    """
+
+    def __init__(self, limit: int, max_rows: int, variables: Sequence[str]):
+        super().__init__(limit)
+        self.max_rows = max_rows
+        names = [v for v in variables if v.isascii() and v != "subject"]
+        self.starts = [b'{"' + v.encode("ascii") + _FIRST_TERM for v in names]
+        self.simple = len(names) == len(variables)
+        self.started = 0  # solutions started in what is written so far (a lower bound)
+        self._counted = 0  # how far that was counted
+
+    def write(self, data: bytes) -> int:
+        written = super().write(data)
+        buffer, end = self._buffer, len(self._buffer)
+        for start in self.starts:
+            # From where a start not whole at the last count may begin.
+            self.started += buffer.count(start, max(0, self._counted - len(start) + 1), end)
+        self._counted = end
+        if self.started > self.max_rows:
+            raise ResultTooLargeError("max-rows", self.max_rows)
+        return written
+
+    def rows(self, body: bytes) -> int:
+        """The solutions in ``body`` (all that was written)."""
+        if self.simple and b"{}" not in body:
+            return self.started
+        return _json_rows(body)
 
 
 def _serialize_solutions(
     solutions: ox.QuerySolutions, media_type: str, max_rows: int, max_bytes: int
 ) -> tuple[bytes, int]:
-    """SPARQL JSON written by pyoxigraph within the byte cap, its solutions counted for the
-    row cap (exact, once the JSON is written); other formats converted from it by pyoxigraph.
-    pyoxigraph cannot count or cap rows while it serialises, and writing the JSON row by row
-    in Python took ~10 µs a row (15 ms of a 1,400-row text search's 170 ms). The byte cap
-    bounds the work done before a result over the row cap is refused.
+    """SPARQL JSON written by pyoxigraph within the byte and row caps (its solutions counted
+    as it writes: :class:`_SolutionCounter`); other formats converted from it by pyoxigraph.
+    (Writing the JSON row by row in Python, to count the rows, took ~10 µs a row: 15 ms of
+    a 1,400-row text search's ~170 ms.)
     """
     # The JSON is only an intermediate for the other formats, which are usually smaller.
-    writer = _CappedWriter(max_bytes if media_type == JSON_RESULTS else 4 * max_bytes)
+    writer = _SolutionCounter(max_bytes if media_type == JSON_RESULTS else 4 * max_bytes,
+                              max_rows, [v.value for v in solutions.variables])
     try:
         solutions.serialize(cast(IO[bytes], writer), ox.QueryResultsFormat.JSON)
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
     out = writer.value()
-    rows = _json_rows(out)
+    rows = writer.rows(out)
     if rows > max_rows:
         raise ResultTooLargeError("max-rows", max_rows)
     if media_type == JSON_RESULTS:
         return out, rows
     parsed = ox.parse_query_results(out, ox.QueryResultsFormat.JSON)
-    writer = _CappedWriter(max_bytes)
+    converted = _CappedWriter(max_bytes)
     fmt = results_format(media_type)
     try:
-        parsed.serialize(cast(IO[bytes], writer), fmt)
+        parsed.serialize(cast(IO[bytes], converted), fmt)
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
     if fmt == ox.QueryResultsFormat.XML:
-        out = xml_carriage_returns(writer.value())  # (each CR grows to 5 bytes: capped again)
+        out = xml_carriage_returns(converted.value())  # (each CR grows to 5 bytes: capped again)
         if len(out) > max_bytes:
             raise ResultTooLargeError("max-bytes", max_bytes)
         return out, rows
-    return writer.value(), rows
+    return converted.value(), rows
 
 
 def _collect(items: Iterable[Any], max_rows: int) -> list[Any]:
