@@ -1,12 +1,15 @@
 """The SPARQL 1.1 Protocol through Flask's test client: the three bindings, parameters,
 content negotiation, status codes, the service description, the Graph Store Protocol (read),
-CORS, the problem+json shape, health and the access log."""
+CORS, the problem+json shape, health and the access log. Then the HTTP edges the app decides
+(``OPTIONS *``, …) over the wire, under both servers (prefork and granian)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -14,9 +17,10 @@ from xml.etree import ElementTree
 import pyoxigraph as ox
 import pytest
 import rdflib
-from conftest import GRAPH_A, GRAPH_B, app_for, make_config
+from conftest import GRAPH_A, GRAPH_B, LiveServer, app_for, make_config, run_live_server
 from flask import Flask
 from flask.testing import FlaskClient
+from reliability_support import problem_shape
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
@@ -172,6 +176,30 @@ def test_head_and_options(client: FlaskClient) -> None:
     assert {"GET", "POST", "HEAD", "OPTIONS"} <= {
         m.strip() for m in options.headers["Allow"].split(",")
     }
+
+
+# Every method a route of the app takes, as OPTIONS * lists them.
+SERVER_METHODS = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]
+
+
+def test_options_asterisk_asks_about_the_whole_server(client: FlaskClient) -> None:
+    """RFC 9110 §9.3.7: ``OPTIONS *`` (RFC 9112 §3.2.4's asterisk-form) asks what the server
+    supports anywhere. It was taken for the path ``/*``: 404."""
+    response = client.options("*")
+    assert response.status_code == 200, response.data
+    assert response.data == b"" and response.headers["Content-Length"] == "0"
+    assert "Content-Type" not in response.headers
+    assert response.headers["Allow"] == ", ".join(SERVER_METHODS)  # sorted, as a 405's
+    assert_problem(client.options("/*"), 404)  # (a path like any other)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE", "HEAD", "options"])
+def test_only_options_may_use_the_asterisk(client: FlaskClient, method: str) -> None:
+    response = client.open("*", method=method, environ_overrides={"REQUEST_METHOD": method})
+    assert response.status_code == 400
+    if method != "HEAD":
+        body = assert_problem(response, 400, "bad-request")
+        assert "OPTIONS" in body["detail"] and "/sparql" in body["detail"]
 
 
 def test_syntax_error_is_400_with_line_and_column(client: FlaskClient) -> None:
@@ -803,3 +831,41 @@ def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
     settings.write_text("prot = 1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="prot"):
         load_config(config_file=settings, environ={})
+
+
+# ---------------------------------------------------------------------------------------
+# Over the wire, under both servers: requests no test client can send as they are.
+
+
+@pytest.fixture(scope="module", params=["prefork", "granian"])
+def wire(request: pytest.FixtureRequest, store_path: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with run_live_server(store_path, tmp_path_factory.mktemp("wire"), server=request.param,
+                         query_workers=1) as live:
+        yield live
+
+
+def exchange(server: LiveServer, head: str, body: bytes = b"") -> tuple[int, dict[str, str],
+                                                                        bytes]:
+    """Send one request as written (``Connection: close`` added); status, headers, body."""
+    port = int(server.url.rsplit(":", 1)[1])
+    request = head.replace("\n", "\r\n") + "Host: a\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode("latin-1") + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head_part, _, content = data.partition(b"\r\n\r\n")
+    line, *fields = head_part.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+    return int(line.split()[1]), headers, content
+
+
+def test_options_asterisk_over_the_wire(wire: LiveServer) -> None:
+    status, headers, content = exchange(wire, "OPTIONS * HTTP/1.1\n")
+    assert status == 200, content
+    assert headers["allow"] == ", ".join(SERVER_METHODS)
+    assert headers["content-length"] == "0" and content == b""
+    status, headers, content = exchange(wire, "GET * HTTP/1.1\n")
+    assert status == 400, content
+    problem_shape(status, headers["content-type"], content)

@@ -44,6 +44,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     app.extensions["sasci_kg"] = Runtime(config)
     init_problems(app)
     register_blueprints(app)
+    app.before_request(_asterisk_form)
     if config.cors:
         app.after_request(_cors)
     # The lean route answers plain query requests before Flask (see fastpath); pages are kept
@@ -91,6 +92,25 @@ def close_app(app: Flask) -> None:
             owner = app.extensions.get(key)
             if owner is not None:
                 owner.close()
+
+
+def _asterisk_form() -> Response | None:
+    """``OPTIONS *`` (RFC 9112 §3.2.4, RFC 9110 §9.3.7) asks what the server supports anywhere:
+    200 with every method of every route in Allow (sorted, as a 405's). No other method may
+    use the target ``*`` (400). Both were taken for the path ``/*`` (404)."""
+    if request.environ.get("PATH_INFO") != "*":
+        return None
+    from .problems import BadRequestError
+
+    if request.environ.get("REQUEST_METHOD") != "OPTIONS":  # (as sent, not upper-cased)
+        raise BadRequestError(
+            "the request target * is only for OPTIONS (what the server supports); "
+            "send the request to a path, such as /sparql")
+    methods = {m for rule in current_app.url_map.iter_rules() for m in rule.methods or ()}
+    response = Response(status=200)
+    del response.headers["Content-Type"]  # (no body: not Flask's text/html)
+    response.headers["Allow"] = ", ".join(sorted(methods))
+    return response
 
 
 def _cors(response: Response) -> Response:
