@@ -178,6 +178,30 @@ def test_head_and_options(client: FlaskClient) -> None:
     }
 
 
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("get", "/sparql", 405), ("Get", "/healthz", 405), ("post", "/sparql", 405),
+    ("options", "/sparql", 405), ("head", "/healthz", 405), ("get", "/update", 405),
+    ("get", "/no/such/page", 404),
+])
+def test_a_method_is_case_sensitive(client: FlaskClient, method: str, path: str,
+                                    status: int) -> None:
+    """RFC 9110 §9.1: ``get`` is not GET. werkzeug upper-cases the method, so it was served
+    as GET; now it is a method this server does not know, answered as FOO is: 405 with Allow
+    where the path exists, 404 where it does not."""
+    query = {"query": "ASK {}"}
+    response = client.open(path, query_string=query, environ_overrides={"REQUEST_METHOD": method})
+    foo = client.open(path, query_string=query, environ_overrides={"REQUEST_METHOD": "FOO"})
+    assert response.status_code == foo.status_code == status, response.data
+    assert response.headers.get("Allow") == foo.headers.get("Allow")
+    if method != "head":  # (a 405 to an unknown method has its body; HEAD would not)
+        body = assert_problem(response, status)
+        if status == 405:
+            assert body["detail"].startswith(f"{method} is not allowed here; use one of: ")
+            # (the hint only where the upper-case method would do: not GET on /update)
+            hint = method.upper() in body["allowed"]
+            assert ("a method is case-sensitive" in body["detail"]) == hint, body
+    assert "case-sensitive" not in foo.get_data(as_text=True)
+
 # Every method a route of the app takes, as OPTIONS * lists them.
 SERVER_METHODS = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]
 
@@ -869,3 +893,13 @@ def test_options_asterisk_over_the_wire(wire: LiveServer) -> None:
     status, headers, content = exchange(wire, "GET * HTTP/1.1\n")
     assert status == 400, content
     problem_shape(status, headers["content-type"], content)
+
+
+def test_a_lower_case_method_over_the_wire(wire: LiveServer) -> None:
+    for method in ("get", "FOO"):
+        status, headers, content = exchange(wire, f"{method} /sparql?query=ASK%7B%7D HTTP/1.1\n")
+        assert status == 405, content
+        assert headers["allow"] == "GET, HEAD, OPTIONS, POST"
+        problem_shape(status, headers["content-type"], content)
+        status, headers, content = exchange(wire, f"{method} /nowhere HTTP/1.1\n")
+        assert status == 404, content

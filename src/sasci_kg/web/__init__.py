@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ServerConfig, load_config
@@ -45,6 +46,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     init_problems(app)
     register_blueprints(app)
     app.before_request(_asterisk_form)
+    app.before_request(_case_sensitive_method)
     if config.cors:
         app.after_request(_cors)
     # The lean route answers plain query requests before Flask (see fastpath); pages are kept
@@ -111,6 +113,17 @@ def _asterisk_form() -> Response | None:
     del response.headers["Content-Type"]  # (no body: not Flask's text/html)
     response.headers["Allow"] = ", ".join(sorted(methods))
     return response
+
+
+def _case_sensitive_method() -> None:
+    """A method is case-sensitive (RFC 9110 §9.1), but werkzeug upper-cases it: ``get`` was
+    served as GET. One it changed is a method this server does not know, answered as FOO is:
+    405 with Allow where the path exists (404 where not: routing said so already)."""
+    sent = request.environ.get("REQUEST_METHOD", request.method)
+    if sent == request.method or request.routing_exception is not None:
+        return
+    adapter = current_app.create_url_adapter(request)
+    raise MethodNotAllowed(valid_methods=list(adapter.allowed_methods()) if adapter else [])
 
 
 def _cors(response: Response) -> Response:

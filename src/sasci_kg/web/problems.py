@@ -226,7 +226,10 @@ def _http_problem(exc: HTTPException) -> Response:
         allowed = sorted({m.strip() for m in headers.get("Allow", "").split(",") if m.strip()})
         headers["Allow"] = allow = ", ".join(allowed)
         extra["allowed"] = allowed
-        detail = f"{request.method} is not allowed here; use one of: {allow}"
+        method = request.environ.get("REQUEST_METHOD", request.method)  # (as sent)
+        detail = f"{method} is not allowed here; use one of: {allow}"
+        if method != request.method and request.method in allowed:
+            detail += f" (a method is case-sensitive: {request.method})"
     elif status == 404:
         detail = f"nothing at {request.path}"
     elif status == 413:
