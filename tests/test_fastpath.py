@@ -65,6 +65,9 @@ REQUESTS: list[tuple[str, str, bytes, str | None, dict[str, str]]] = [
     ("POST", "", NAMES.encode(), "text/plain", {}),
     ("POST", "", b"CLEAR ALL", "application/sparql-update", {}),
     ("PUT", urlencode({"query": NAMES}), b"", None, {}),
+    ("POST", "", NAMES.encode(), "application/sparql-query", {"Content-Encoding": "gzip"}),
+    ("POST", "", urlencode({"query": NAMES}).encode(), FORM, {"Content-Encoding": "br"}),
+    ("POST", "", NAMES.encode(), "application/sparql-query", {"Content-Encoding": "identity"}),
 ]
 
 # Headers that may differ between two runs of the same request.

@@ -4,6 +4,7 @@ a clean shutdown — the last ones against the real server (via run_server)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -199,6 +200,26 @@ def test_graph_store_writes_with_the_token(writable: Flask) -> None:
     problem_of(client.get(url), 404)
     assert total(client) == 15
 
+
+def test_writes_with_a_content_coding_are_415(writable: Flask) -> None:
+    """A gzip body was read as the update or the graph's Turtle (RFC 9110 §8.4: refuse it)."""
+    client = writable.test_client()
+    coded = {**AUTH, "Content-Encoding": "gzip"}
+    insert = gzip.compress(b"INSERT DATA { GRAPH graph:new { person:zoe schema:name 'Zoe' } }")
+    url = "/rdf-graph-store?graph=https://w3id.org/sasci-kg/graph/extra"
+    triples = gzip.compress(b"<http://e/a> <http://e/p> 1 .")
+    for response in (
+        client.post("/update", data=insert, headers=coded,
+                    content_type="application/sparql-update"),
+        client.put(url, data=triples, headers=coded, content_type="text/turtle"),
+        client.post(url, data=triples, headers=coded, content_type="text/turtle"),
+    ):
+        body = problem_of(response, 415, "unsupported-content-coding")
+        assert "without Content-Encoding" in body["detail"]
+    # Without the token it is still 401 first: nothing about the body is said before that.
+    problem_of(client.post("/update", data=insert, headers={"Content-Encoding": "gzip"},
+                           content_type="application/sparql-update"), 401)
+    assert total(client) == 15
 
 def test_graph_store_write_body_is_bounded(fresh_store: Path) -> None:
     with app_for(fresh_store, updates=True, update_token=TOKEN,

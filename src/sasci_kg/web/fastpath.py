@@ -7,8 +7,9 @@ query requests itself — GET with a query string, POST as a form or as
 :func:`~.sparql.answer_query` as the Flask view: the same guard, negotiation, worker pool,
 caps, cache and headers. Errors become the same problem+json responses, made by Flask's own
 error handlers. Whatever it does not fully understand (no query, repeated or conflicting
-parameters, a chunked body, a URL with raw non-ASCII bytes, other paths and methods) it passes
-on to Flask untouched, so the two can never disagree on what a request means.
+parameters, a chunked body, a body with a Content-Encoding, a URL with raw non-ASCII bytes,
+other paths and methods) it passes on to Flask untouched, so the two can never disagree on what
+a request means.
 
 The prefork server's workers go one step further: they call :meth:`QueryFastPath.read` and
 :meth:`QueryFastPath.answer` with the request they have parsed, without a WSGI environ or the
@@ -148,8 +149,8 @@ class QueryFastPath:
 
     def _body(self, environ: dict[str, Any]) -> bytes:
         """The whole request body (when it has a Content-Length within the limit)."""
-        if environ.get("HTTP_TRANSFER_ENCODING"):
-            raise PassOn
+        if environ.get("HTTP_TRANSFER_ENCODING") or "HTTP_CONTENT_ENCODING" in environ:
+            raise PassOn  # (a content coding: the view refuses it, 415, or takes identity)
         try:
             length = int(environ.get("CONTENT_LENGTH") or "")
         except ValueError:

@@ -20,6 +20,7 @@ from .sparql import (
     get_runtime,
     negotiated,
     rdf_response,
+    refuse_content_coding,
     require_write_access,
     single,
     time_limit,
@@ -85,6 +86,7 @@ def _write() -> Response:
     media_type = ""
     runtime = get_runtime()
     if request.method in ("PUT", "POST"):
+        refuse_content_coding()
         fmt = WRITE_TYPES.get(request.mimetype)
         if fmt is None:
             raise UnsupportedMediaTypeError(

@@ -77,6 +77,11 @@ class UnsupportedMediaTypeError(SasciKgError):
         self.accepted = accepted
 
 
+class UnsupportedContentCodingError(SasciKgError):
+    """A request body sent with a content coding (gzip, …), which this server does not
+    decode (415)."""
+
+
 class UnauthorizedError(SasciKgError):
     """A write without a valid bearer token (401)."""
 
@@ -142,6 +147,8 @@ _MAP: list[tuple[type[BaseException], int, str, str]] = [
     (ConflictingFormatError, 400, "bad-request", "Conflicting parameters"),
     (BadRequestError, 400, "bad-request", "Bad request"),
     (UnsupportedMediaTypeError, 415, "unsupported-media-type", "Unsupported media type"),
+    (UnsupportedContentCodingError, 415, "unsupported-content-coding",
+     "Unsupported content coding"),
     (UnauthorizedError, 401, "unauthorized", "Authentication required"),
     (ForbiddenError, 403, "forbidden", "Forbidden"),
     (PayloadTooLargeError, 413, "payload-too-large", "Request body too large"),
@@ -199,6 +206,8 @@ def problem_for(exc: SasciKgError) -> Response:
         extra.update(offered=exc.offered)
     if isinstance(exc, UnsupportedMediaTypeError):
         extra.update(accepted=exc.accepted)
+    if isinstance(exc, UnsupportedContentCodingError):
+        headers["Accept-Encoding"] = "identity"  # (RFC 9110 §12.5.3: the codings taken)
     if isinstance(exc, UnauthorizedError):
         challenge = 'Bearer realm="sasci-kg"'
         if exc.token_given:

@@ -61,6 +61,7 @@ from .problems import (
     BadRequestError,
     ForbiddenError,
     UnauthorizedError,
+    UnsupportedContentCodingError,
     UnsupportedMediaTypeError,
     problem,
     remote_detail,
@@ -265,6 +266,7 @@ def read_operation(kind: str) -> tuple[MultiDict[str, str], str | None]:
     check_utf8_form(request.query_string, "the URL's query string")
     if request.method != "POST":
         return request.args, single(request.args, kind)
+    refuse_content_coding()
     request.max_content_length = get_config().max_body_bytes
     mimetype = request.mimetype
     if mimetype == FORM_URLENCODED:
@@ -297,6 +299,16 @@ def read_operation(kind: str) -> tuple[MultiDict[str, str], str | None]:
     raise UnsupportedMediaTypeError(
         f"a {kind} POST must be {' or '.join(accepted)}, not {mimetype or 'untyped'}", accepted
     )
+
+
+def refuse_content_coding() -> None:
+    """415 for a request body sent with a content coding other than identity (RFC 9110
+    §8.4): nothing here decodes one, and a gzip body read as the text is nonsense."""
+    value = request.headers.get("Content-Encoding", "")
+    if any(c.strip().lower() not in ("", "identity") for c in value.split(",")):
+        raise UnsupportedContentCodingError(
+            f"the body is sent with Content-Encoding: {value.strip()}, which this endpoint "
+            "does not decode; send the body without Content-Encoding")
 
 
 def percent_decoded(raw: bytes | str) -> str:

@@ -384,6 +384,7 @@ class _Worker:
         if b"#" in target or not target.isascii():
             raise PassOn
         content_type = accept = if_none_match = None
+        coded = False
         for name, value in request.headers:  # (joined as in an environ)
             if name == b"content-type":
                 if content_type is not None:
@@ -393,11 +394,13 @@ class _Worker:
                 accept = value if accept is None else accept + b"," + value
             elif name == b"if-none-match":
                 if_none_match = value if if_none_match is None else if_none_match + b"," + value
+            elif name == b"content-encoding":
+                coded = True
         method = request.method
 
         def whole_body() -> bytes:
-            if len(body) > self.query_body_limit:
-                raise PassOn  # (the app refuses it, 413)
+            if len(body) > self.query_body_limit or coded:
+                raise PassOn  # (the app refuses it: 413; 415 for a content coding)
             return body
 
         path, _, query = target.decode("ascii").partition("?")
