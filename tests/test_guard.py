@@ -764,6 +764,57 @@ def test_fast_path_agrees_with_the_reference(start: str, text: str, policy: Poli
     _assert_agree(start + text, policy)
 
 
+# Prologues of PREFIX declarations (names, IRIs, separators, comments; some not quite one),
+# which the fast path keeps and does not read again when the next text starts with them.
+_DECLARATION = st.builds(
+    lambda keyword, sep1, name, sep2, iri, sep3: keyword + sep1 + name + sep2 + iri + sep3,
+    st.sampled_from(["PREFIX"] * 6 + ["prefix", "PreFix", "PREFIXED", "BASE"]),
+    st.sampled_from([" "] * 4 + ["\n", "\t", " # c\n", ""]),
+    st.sampled_from(["ex:", "schema:", "p1:"] * 3 + [":", "a.b:", "ex:x", "SELECT:", "\u00e9:",
+                                                     "ex", "<x>"]),
+    st.sampled_from([" "] * 4 + ["", "\r\n", "#>\n"]),
+    st.sampled_from(["<http://example.org/>", "<https://schema.org/a/long/namespace#>"] * 3
+                    + ["<x>", "<a b>", "'x'", "ex:"]),
+    st.sampled_from(["\n"] * 4 + [" ", "", "# SERVICE <http://e/>\n", "\u00a0"]),
+)
+_BODY_STARTS = st.sampled_from(["SELECT * ", "ASK ", "CONSTRUCT ", "select ", "", "BASE <x> ",
+                                "PREFIX ex: <http://e/> SELECT "])
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(_DECLARATION, min_size=1, max_size=8), _BODY_STARTS, _sparqlish(),
+       st.sampled_from(_POLICIES))
+def test_a_prologue_kept_reads_as_it_did(declarations: list[str], start: str, text: str,
+                                         policy: Policy) -> None:
+    prologue, text = "".join(declarations), start + text
+    guard._PROLOGUES = ()
+    _assert_agree(prologue + text, policy)  # read whole; the prologue kept, if it is one
+    _assert_agree(prologue + text, policy)  # and again, with it kept
+    _assert_agree(prologue + "SELECT * WHERE { ?s ex:p ?o }", policy)  # another text after it
+    _assert_agree(prologue[:-1] + text, policy)  # a text that almost starts with it
+
+
+def test_a_prologue_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The PREFIX lines a client sends before every query are most of its text: read once.
+    prologue = "".join(f"PREFIX p{i}: <http://example.org/{i}/>\n" for i in range(6))
+    guard._PROLOGUES = ()
+    read: list[str] = []
+    real = guard._FAST
+
+    class Spy:
+        def split(self, text: str) -> list[str | None]:
+            read.append(text)
+            return real.split(text)
+
+    monkeypatch.setattr(guard, "_FAST", Spy())
+    first = guard._check_fast(prologue + "SELECT * { ?s p1:x ?o }", POLICY)
+    second = guard._check_fast(prologue + "ASK { ?s p9:x ?o }", POLICY)
+    assert first is not None and not first.needs_default_prefixes
+    assert second is not None and second.needs_default_prefixes  # p9 is declared nowhere
+    # (A prologue ends with its last IRI: the line break is read with the query.)
+    assert read == [prologue[:-1], "\nSELECT * { ?s p1:x ?o }", "\nASK { ?s p9:x ?o }"]
+
+
 # Texts where a near miss in the fast path would show.
 _TRICKY = [
     "SELECT * FROM.:x", "select * from <g>", "SELECT ( ( )>> ( (", "SELECT ( ( ) >> ( (",
