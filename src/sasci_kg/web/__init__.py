@@ -37,7 +37,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     from .sparql import Runtime
 
     config = config or load_config()
-    app = Flask(__name__)
+    app = _App(__name__)
     app.config["SASCI_KG"] = config
     app.config["MAX_CONTENT_LENGTH"] = max(config.max_body_bytes, config.max_upload_bytes)
     app.config["SASCI_KG_READ_POST_ENDPOINTS"] = {"sparql.query"}
@@ -94,6 +94,18 @@ def close_app(app: Flask) -> None:
             owner = app.extensions.get(key)
             if owner is not None:
                 owner.close()
+
+
+class _App(Flask):
+    def make_default_options_response(self) -> Response:
+        """OPTIONS on a path: 200 with the methods it takes in Allow, sorted as a 405's are
+        (werkzeug gathers them in a set: two processes gave them in different orders), and no
+        Content-Type, as there is no body (Flask's said text/html)."""
+        response = super().make_default_options_response()
+        allowed = {m.strip() for m in response.headers.get("Allow", "").split(",") if m.strip()}
+        response.headers["Allow"] = ", ".join(sorted(allowed))
+        del response.headers["Content-Type"]
+        return response
 
 
 def _asterisk_form() -> Response | None:
