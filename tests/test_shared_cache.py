@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sasci_kg.web import shared_cache
 from sasci_kg.web.result_cache import CachedAnswer, ResultCache, entity_tag
 from sasci_kg.web.shared_cache import _RECORD, _RESERVE_AT, SharedResultCache
 
@@ -48,6 +49,25 @@ def test_an_answer_kept_is_found_as_it_was_kept(cache: SharedResultCache) -> Non
     assert cache.get(GEN, ("ASK {}", JSON, ("urn:g",), ())) is None  # another dataset
     assert cache.stats() == {"entries": 1, "bytes": cache.stats()["bytes"],
                              "max_bytes": 64 * 1024, "hits": 1, "misses": 4, "replayed": 0}
+
+
+def test_a_miss_at_an_empty_slot_makes_no_digest(cache: SharedResultCache,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Most misses (a first asking) end at the slot the key's hash picks, still empty: no
+    # digest is made for them (blake2b was most of a miss in a worker after an idle spell).
+    made: list[bytes] = []
+    real = shared_cache._digest
+    monkeypatch.setattr(shared_cache, "_digest", lambda encoded: made.append(encoded) or real(
+        encoded))
+
+    def of_the_key() -> int:
+        return sum(b"SELECT 1" in encoded for encoded in made)
+
+    assert cache.get(GEN, key("SELECT 1")) is None and made == []
+    cache.put(GEN, key("SELECT 1"), answer(b"one"))
+    assert of_the_key() == 1
+    found = cache.get(GEN, key("SELECT 1"))
+    assert found is not None and found.body == b"one" and of_the_key() == 2
 
 
 def test_a_new_store_generation_empties_it(cache: SharedResultCache) -> None:

@@ -13,8 +13,9 @@ memory:
   digest, a checksum, the row count, the time it took, its entity tag and body), and the
   oldest records are written over when the ring comes round; a record found in the older
   half is written again at the head, so what is asked for stays;
-- the *index* is a table of slots ``(digest, position, length)``, found by the key's digest
-  with a few probes; a slot whose record the ring has passed over is free.
+- the *index* is a table of slots ``(digest, position, length)``, searched with a few probes
+  from a slot the key's hash picks, the digest saying which is the key's; a slot whose record
+  the ring has passed over is free.
 
 Writers take a POSIX record lock on the memory file (the kernel lets go of it if a worker
 dies holding it). Readers take no lock: a record is copied out, then checked against its
@@ -47,7 +48,6 @@ _COUNTER = struct.Struct("<QQQ")  # hits, misses, replayed of one process
 _SLOT = struct.Struct("<16sQI4x")  # digest, position in the log (+1; 0: empty), length
 _RECORD = struct.Struct("<I16s16sQdH")  # length, digest, checksum, rows, seconds, tag length
 _PROBES = 8
-_PROBE_SLOTS = struct.Struct("<" + "16sQI4x" * _PROBES)  # the slots of one search, at once
 _ALIGN = 8
 _RESERVE_AT = 8
 _GENERATION_AT = 48  # a mark of the store generation of the answers kept (0: none yet)
@@ -95,7 +95,7 @@ class SharedResultCache:
         self._lock = threading.Lock()  # threads of one process (the POSIX lock is per process)
         self._counter = 0  # this process's row of counters
         self._hits = self._misses = self._replayed = 0
-        self._last: tuple[Any, Hashable, bytes] | None = None  # the last key and its digest
+        self._last: tuple[Any, Hashable, bytes, int] | None = None  # the last key (see _key)
         self._generation_part: tuple[Any, bytes] | None = None  # (see _digest)
 
     def bind(self, counter: int) -> None:
@@ -113,7 +113,7 @@ class SharedResultCache:
             ) -> CachedAnswer | None:
         """The answer kept for ``key`` under ``generation``, if any (``replay``: as
         :meth:`ResultCache.get <.result_cache.ResultCache.get>`)."""
-        answer = self._find(self._key_digest(generation, key))
+        answer = self._find(*self._key(generation, key))
         if answer is not None and (answer.body or not replay):
             self._hits += 1
             self._replayed += replay
@@ -130,26 +130,28 @@ class SharedResultCache:
         length = _RECORD.size + len(tag) + len(answer.body)
         if generation is None or len(answer.body) > self.max_entry_bytes or length > self.ring:
             return
-        digest = self._key_digest(generation, key)
+        encoded, first = self._key(generation, key)
+        digest = _digest(encoded)
         header = _RECORD.pack(length, digest, bytes(16), answer.rows, answer.seconds, len(tag))
         record = _RECORD.pack(length, digest, _checksum(self._secret, header, tag, answer.body),
                               answer.rows, answer.seconds, len(tag)) + tag + answer.body
-        self._locked_append(digest, record, generation)
+        self._locked_append(digest, first, record, generation)
 
-    def _locked_append(self, digest: bytes, record: bytes, generation: Any = None) -> None:
+    def _locked_append(self, digest: bytes, first: int, record: bytes,
+                       generation: Any = None) -> None:
         with self._lock:
             fcntl.lockf(self.fd, fcntl.LOCK_EX)
             try:
                 if generation is not None:
                     self._follow(generation)
-                self._append(digest, record)
+                self._append(digest, first, record)
             finally:
                 fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
     def _follow(self, generation: Any) -> None:
         """A new store generation empties the index (lock held): the old answers can never
         be asked for again, and would count in :meth:`stats` until written over."""
-        mark = int.from_bytes(self._digest(generation, ())[:8], "little") or 1
+        mark = int.from_bytes(_digest(_encoded_generation(generation))[:8], "little") or 1
         was = _POSITION.unpack_from(self.map, _GENERATION_AT)[0]
         if was != mark:
             if was:  # (a new cache's index is empty: writing zeros would only take memory)
@@ -182,63 +184,60 @@ class SharedResultCache:
 
     # -- inside
 
-    def _key_digest(self, generation: Any, key: Hashable) -> bytes:
-        """:meth:`_digest`, once for a miss and the answer then kept under the same key."""
+    def _key(self, generation: Any, key: Hashable) -> tuple[bytes, int]:
+        """The key's bytes (the generation's first) and the index slot its search starts at;
+        worked out once for a miss and the answer then kept under the same key.
+
+        The slot comes from Python's own keyed hash of those bytes, the same in every worker
+        (forks of one supervisor share its secret), not from the digest: a search that meets
+        an empty slot there, as most misses do, makes no digest at all (blake2b was ~15 µs
+        of a miss in a worker that had sat idle). The digest still says which record is the
+        key's. A process with another secret would only miss more, never answer wrongly."""
         last = self._last
         if last is not None and last[1] is key and last[0] == generation:
-            return last[2]
-        digest = self._digest(generation, key)
-        self._last = (generation, key, digest)
-        return digest
-
-    def _digest(self, generation: Any, key: Hashable) -> bytes:
-        # The generation's part is made once per generation (its repr is most of the work).
-        seen = self._generation_part
+            return last[2], last[3]
+        seen = self._generation_part  # (made once per generation: its repr is most of it)
         if seen is None or seen[0] != generation:
             seen = self._generation_part = (generation, _encoded_generation(generation))
-        return hashlib.blake2b(seen[1] + b"".join(_encoded_key(key)), digest_size=16).digest()
+        encoded = seen[1] + b"".join(_encoded_key(key))
+        first = hash(encoded) & (self.slots - 1)
+        self._last = (generation, key, encoded, first)
+        return encoded, first
 
-    def _first_slot(self, digest: bytes) -> int:
-        return int.from_bytes(digest[:8], "little") & (self.slots - 1)
-
-    def _probes(self, digest: bytes) -> list[tuple[int, bytes, int, int]]:
-        """The slots where ``digest`` may be: (where, digest, position + 1, length)."""
-        first = self._first_slot(digest)
-        if first + _PROBES <= self.slots:  # (all but the last few: one read)
-            values = _PROBE_SLOTS.unpack_from(self.map, self._index_at + first * _SLOT.size)
-            at = self._index_at + first * _SLOT.size
-            return [(at + i * _SLOT.size, *values[3 * i:3 * i + 3])
-                    for i in range(_PROBES)]
+    def _probes(self, first: int) -> list[tuple[int, bytes, int, int]]:
+        """The slots a search from ``first`` looks at: (where, digest, position + 1, length)."""
         out = []
         for probe in range(_PROBES):
             at = self._index_at + ((first + probe) & (self.slots - 1)) * _SLOT.size
             out.append((at, *_SLOT.unpack_from(self.map, at)))
         return out
 
-    def _find(self, digest: bytes) -> CachedAnswer | None:
+    def _find(self, encoded: bytes, first: int) -> CachedAnswer | None:
         # Slot by slot: most searches end at the first, empty or not (a miss on a first
         # asking is most of them, and unpacking all the probes at once cost ~10 µs of it in
         # a worker that had sat idle).
-        first = self._first_slot(digest)
+        digest = None
         for probe in range(_PROBES):
             at = self._index_at + ((first + probe) & (self.slots - 1)) * _SLOT.size
             found, position, length = _SLOT.unpack_from(self.map, at)
             if not position:
                 return None  # never used: a slot once used is never empty again
+            digest = digest or _digest(encoded)
             if found == digest:
-                answer = self._read(digest, position - 1, length)
+                answer = self._read(digest, first, position - 1, length)
                 if answer is not None:
                     return answer
         return None
 
-    def _renew(self, digest: bytes, position: int, record: bytes) -> None:
+    def _renew(self, digest: bytes, first: int, position: int, record: bytes) -> None:
         """Write a record found in the older half of the ring again at its head: what is
         asked for stays (the ring alone would drop it after ``max_bytes`` of newer ones,
         however often it was used)."""
         if position < _POSITION.unpack_from(self.map, _RESERVE_AT)[0] - self.ring // 2:
-            self._locked_append(digest, record)
+            self._locked_append(digest, first, record)
 
-    def _read(self, digest: bytes, position: int, length: int) -> CachedAnswer | None:
+    def _read(self, digest: bytes, first: int, position: int, length: int
+              ) -> CachedAnswer | None:
         oldest = _POSITION.unpack_from(self.map, _RESERVE_AT)[0] - self.ring
         if position < oldest or length < _RECORD.size:
             return None
@@ -255,10 +254,10 @@ class SharedResultCache:
         header = _RECORD.pack(size, found, bytes(16), rows, seconds, tag_length)
         if _checksum(self._secret, header, tag, body) != checksum:
             return None
-        self._renew(digest, position, record)
+        self._renew(digest, first, position, record)
         return CachedAnswer(body, rows, seconds, tag.decode("ascii"))
 
-    def _append(self, digest: bytes, record: bytes) -> None:
+    def _append(self, digest: bytes, first: int, record: bytes) -> None:
         """Write ``record`` at the head of the ring and point a slot at it (lock held)."""
         length = len(record)
         # From where the last writing was to end (reserve), even if it never did (a worker
@@ -279,12 +278,17 @@ class SharedResultCache:
         # The slot of the same key if there is one, else a free one, else the oldest. (A
         # never-used slot ends a search: the same key is never after one.)
         best, best_rank = 0, (3, 0)
-        for at, found, position, _ in self._probes(digest):
+        for at, found, position, _ in self._probes(first):
             rank = ((0, 0) if found == digest else
                     (1, 0) if not position or position - 1 < oldest else (2, position))
             if rank < best_rank:
                 best, best_rank = at, rank
         _SLOT.pack_into(self.map, best, digest, head + 1, length)
+
+
+def _digest(encoded: bytes) -> bytes:
+    """Which record is a key's: its bytes' digest, kept in its slot and its record."""
+    return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
 def _encoded_generation(generation: Any) -> bytes:
