@@ -499,7 +499,7 @@ def test_any_text_in_any_pieces_leaves_the_count_exact(texts: list[str],
     query = "SELECT ?o ?s WHERE { ?s ?p ?o }"
     assert _serialize_solutions(store.query(query), JSON, 100, 10**6)[1] == len(texts)
     body = store.query(query).serialize(format=ox.QueryResultsFormat.JSON)
-    counter = _SolutionCounter(10**6, 100, ["o", "s"])
+    counter = _SolutionCounter(10**6, 100, [ox.Variable("o"), ox.Variable("s")])
     at = 0
     for size in [*pieces, len(body)]:
         counter.write(body[at:at + size])
@@ -508,7 +508,7 @@ def test_any_text_in_any_pieces_leaves_the_count_exact(texts: list[str],
 
 
 def test_a_result_over_the_row_cap_stops_as_it_is_written() -> None:
-    counter = _SolutionCounter(10**6, 2, ["x"])
+    counter = _SolutionCounter(10**6, 2, [ox.Variable("x")])
     row = b'{"x":{"type":"literal","value":"1"}}'
     counter.write(b'{"head":{"vars":["x"]},"results":{"bindings":[' + row + b"," + row)
     with pytest.raises(ResultTooLargeError) as info:

@@ -273,7 +273,7 @@ def serialize_rdf(
     elif prefixes and format.name in (*_PREFIXED_FORMATS, "RDF/XML"):
         candidates = _candidate_prefixes(ordered, prefixes)
     writer = _CappedWriter(max_bytes)
-    ox.serialize(ordered, cast(IO[bytes], writer), format,
+    ox.serialize(ordered, cast(_Sink, writer), format,
                  prefixes=dict(candidates) if candidates else None)
     data = writer.value()
     if candidates and format.name in _PREFIXED_FORMATS:
@@ -340,6 +340,11 @@ def _tidy_prefixes(data: bytes) -> bytes:
     return b"".join(b"@prefix %s: <%s> .\n" % pair for pair in kept) + body
 
 
+# What pyoxigraph's serialisers are given to write to (made once: IO[bytes] costs a call into
+# typing each time it is written, on every query).
+_Sink = IO[bytes]
+
+
 class _CapExceeded(Exception):
     """Raised inside serialisation when the output passes the byte cap."""
 
@@ -392,12 +397,12 @@ class _SolutionCounter(_CappedWriter):
     name is not plain ASCII; then :meth:`rows` reads the strings out (:func:`_json_rows`).
     """
 
-    def __init__(self, limit: int, max_rows: int, variables: Sequence[str]):
+    def __init__(self, limit: int, max_rows: int, variables: Sequence[ox.Variable]):
         super().__init__(limit)
         self.max_rows = max_rows
-        names = [v for v in variables if v.isascii() and v != "subject"]
-        self.starts = [b'{"' + v.encode("ascii") + _FIRST_TERM for v in names]
-        self.simple = len(names) == len(variables)
+        self.starts = [b'{"' + v.value.encode("ascii") + _FIRST_TERM for v in variables
+                       if v.value.isascii() and v.value != "subject"]
+        self.simple = len(self.starts) == len(variables)
         self.started = 0  # solutions started in what is written so far (a lower bound)
         self._counted = 0  # how far that was counted
 
@@ -429,9 +434,9 @@ def _serialize_solutions(
     """
     # The JSON is only an intermediate for the other formats, which are usually smaller.
     writer = _SolutionCounter(max_bytes if media_type == JSON_RESULTS else 4 * max_bytes,
-                              max_rows, [v.value for v in solutions.variables])
+                              max_rows, solutions.variables)
     try:
-        solutions.serialize(cast(IO[bytes], writer), ox.QueryResultsFormat.JSON)
+        solutions.serialize(cast(_Sink, writer), ox.QueryResultsFormat.JSON)
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
     out = writer.value()
@@ -444,7 +449,7 @@ def _serialize_solutions(
     converted = _CappedWriter(max_bytes)
     fmt = results_format(media_type)
     try:
-        parsed.serialize(cast(IO[bytes], converted), fmt)
+        parsed.serialize(cast(_Sink, converted), fmt)
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
     if fmt == ox.QueryResultsFormat.XML:
@@ -676,7 +681,7 @@ def _sorted_ntriples(triples: ox.QueryTriples, max_rows: int, max_bytes: int
     CONSTRUCT's ~1 ms.)"""
     writer = _LineCounter(max_bytes, max_rows)
     try:
-        ox.serialize(triples, cast(IO[bytes], writer), ox.RdfFormat.N_TRIPLES)
+        ox.serialize(triples, cast(_Sink, writer), ox.RdfFormat.N_TRIPLES)
     except _CapExceeded:
         raise ResultTooLargeError("max-bytes", max_bytes) from None
     lines = writer.value().split(b"\n")[:-1]  # (each ends with one; nothing after the last)

@@ -101,6 +101,7 @@ class Runtime:
 
     def __init__(self, config: ServerConfig):
         self.config = config
+        self._remote = config.is_remote  # (asked on every query request: three properties)
         self.policy = Policy(
             max_bytes=config.max_query_bytes,
             max_depth=config.max_depth,
@@ -216,7 +217,7 @@ class Runtime:
 
     def generation(self) -> Generation | None:
         """The store generation now (None for a remote engine: nothing is cached for it)."""
-        return None if self.config.is_remote else self._generation()
+        return None if self._remote else self._generation()
 
     def cached_info(self) -> Mapping[str, Any] | None:
         with self._lock:

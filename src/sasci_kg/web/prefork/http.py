@@ -90,11 +90,15 @@ def _done_sending(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+# (Or-ed once: IntFlag's "|" runs enum's Python code, three calls, on every request.)
+_PEEK_FLAGS = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
+
+
 def _peek(sock: socket.socket, buffer: bytearray) -> int | None:
     """How many bytes wait on ``sock`` (copied into ``buffer``, left in the socket); 0 at
     end of stream, None when nothing waits."""
     try:
-        return sock.recv_into(buffer, len(buffer), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return sock.recv_into(buffer, len(buffer), _PEEK_FLAGS)
     except (BlockingIOError, InterruptedError):
         return None
 
@@ -147,8 +151,11 @@ def _parse_plain(head: bytes) -> _Request | None:
     minor = int(m.group(3))
     if lengths > 1 or hosts > 1 or (minor == 1 and hosts != 1):
         return None
-    tokens = {t.strip() for t in connection.split(b",")}
-    keep_alive = b"close" not in tokens and (minor == 1 or b"keep-alive" in tokens)
+    if connection:
+        tokens = {t.strip() for t in connection.split(b",")}
+        keep_alive = b"close" not in tokens and (minor == 1 or b"keep-alive" in tokens)
+    else:
+        keep_alive = minor == 1
     return _Request(m.group(1).decode("ascii"), m.group(2), minor, headers, keep_alive, length)
 
 
