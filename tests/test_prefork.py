@@ -28,7 +28,14 @@ from conftest import LiveServer, alive, cpu_ticks, make_store, run_live_server
 from reliability_support import problem_shape
 
 from sasci_kg.executor import PARSE_WINDOW
-from sasci_kg.web.prefork.http import PEEK_BYTES, _complete, _parse_plain
+from sasci_kg.web.prefork.http import (
+    _GATHER,
+    _PEEK,
+    PEEK_BYTES,
+    _complete,
+    _judge,
+    _parse_plain,
+)
 from sasci_kg.web.prefork.slots import _Slots
 
 # Runs for ever on the test store (as in test_web_safety).
@@ -88,14 +95,26 @@ def test_a_request_is_whole_once_its_head_and_body_are_there() -> None:
     assert not _complete(head + b"abcd")
     assert _complete(head + b"abcde")
     assert _complete(b"\r\n" + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-    # A client that expects 100 Continue sends its body only after it.
-    assert _complete(head.replace(b"Host: a", b"Host: a\r\nExpect: 100-continue"))
+    # A client that expects 100 Continue sends its body only after it: the supervisor reads
+    # it (and sends the 100); without a body there is nothing to wait for.
+    expecting = head.replace(b"Host: a", b"Host: a\r\nExpect: 100-continue")
+    assert _judge(expecting) == _GATHER and _complete(expecting + b"abcde")
+    assert _complete(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n")
+    # A chunked body is whole at its last chunk.
+    chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    assert _judge(chunked) == _GATHER and _complete(chunked + b"0\r\n\r\n")
     # Bare LF line ends, as a client typed by hand sends them.
     assert _complete(b"GET / HTTP/1.1\nHost: a\n\n")
     assert not _complete(b"POST / HTTP/1.1\nContent-Length: 5\n\nabc")
     assert _complete(b"POST / HTTP/1.1\nContent-Length: 5\n\nabcde")
-    # A long request counts as whole once enough of it is there to be worth a worker.
-    assert _complete(b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n".ljust(PEEK_BYTES))
+    # A request longer than the peek is read by the supervisor until it is whole (a worker
+    # took it at 16 KiB and waited for the rest: a slow sender held it).
+    long = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 999999\r\n\r\n".ljust(PEEK_BYTES)
+    assert _judge(long) == _GATHER and _judge(long[:100]) == _GATHER
+    assert _judge(head[:-2]) == _PEEK and _judge(head + b"ab") == _PEEK
+    assert _judge(b"GET /" + b"a" * PEEK_BYTES) == _GATHER  # a head past the peek
+    # Refused at once, without waiting for a body: a declared length over the limit.
+    assert _complete(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 999999\r\n\r\n", 1000)
 
 
 # ---------------------------------------------------------------------------------------
@@ -702,9 +721,10 @@ def fake_supervisor() -> Any:
     from sasci_kg.web.prefork import Supervisor
 
     fake = types.SimpleNamespace(idle={}, partial=set(), ready={}, connections={},
-                                 lingering={}, outgoing={}, by_fd={}, held=0,
-                                 epoll=select.epoll(), slots=_Slots(1))
-    for name in ("_refuse_held", "_linger", "_forget", "_count_held"):
+                                 lingering={}, outgoing={}, by_fd={}, held=0, gathering={},
+                                 gathered=0, epoll=select.epoll(), slots=_Slots(1))
+    for name in ("_refuse_held", "_linger", "_forget", "_count_held", "_drop_gathering",
+                 "_count_gathered"):
         setattr(fake, name, getattr(Supervisor, name).__get__(fake))
     return fake
 
@@ -896,8 +916,9 @@ def test_a_request_that_arrives_while_others_queue_goes_behind_them() -> None:
             by_fd={left.fileno(): 7}, idle={7: 0.0}, connections={7: left}, partial=set(),
             peek_buffer=bytearray(PEEK_BYTES), body_limit=1 << 20, epoll=select.epoll(),
             ready={3: time.monotonic() - 1}, config=types.SimpleNamespace(queue_size=8),
-            _all_busy=lambda: False, _dispatch_pending=lambda: False,
+            _all_busy=lambda: False, _dispatch_pending=lambda: False, gathering={},
             _dispatch=lambda ident, arrived: handed.append(ident))
+        fake._hand_over = Supervisor._hand_over.__get__(fake)
         fake.epoll.register(left.fileno(), select.EPOLLIN)
         Supervisor._readable(fake, left.fileno())  # type: ignore[arg-type]
         assert handed == [] and list(fake.ready) == [3, 7]
@@ -1044,3 +1065,211 @@ def test_bytes_asked_for_once_keep_no_whole_response(store_path: Path, tmp_path:
     assert after["hits"] - before["hits"] == 20 and after["replayed"] == 0, after
     assert after["bytes"] - before["bytes"] < 20 * 128, (before, after)  # marks only
     assert last["replayed"] == 2, last
+
+
+# ---------------------------------------------------------------------------------------
+# Slow senders: a request is read whole by the supervisor before a worker sees it, so that a
+# client trickling its body holds no worker (a worker took a request once 16 KiB of it, or
+# its chunked or 100-continue head, was in, then waited up to READ_TIMEOUT for the rest: two
+# such clients held both workers for as long as they liked).
+
+TOKEN = "slow-sender-token-0123456789"
+GRAPH = "https://w3id.org/sasci-kg/graph/slow"
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    folder = tmp_path_factory.mktemp("slow")
+    with run_live_server(make_store(folder / "store"), folder, server="prefork",
+                         query_workers=2, updates=True, update_token=TOKEN) as live:
+        yield live
+
+
+def padded_ask(size: int) -> bytes:
+    """A form body of ``size`` bytes or more: ASK {} after a long comment."""
+    return b"query=" + requests.utils.quote("#" + "x" * size + "\nASK {}").encode()
+
+
+def form_post(body: bytes, *, extra: bytes = b"") -> bytes:
+    return (b"POST /sparql HTTP/1.1\r\nHost: a\r\nAccept: text/csv\r\nConnection: close\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n" + extra
+            + b"Content-Length: %d\r\n\r\n" % len(body))
+
+
+def chunked(body: bytes, size: int) -> list[bytes]:
+    """``body`` as chunks of ``size`` bytes, and the last chunk."""
+    return [b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+            for i in range(0, len(body), size)] + [b"0\r\n\r\n"]
+
+
+class Trickle:
+    """Clients that each send their first bytes, then a few more every 0.2 s, in a thread,
+    until told to send the rest at once."""
+
+    def __init__(self, server: LiveServer, starts: list[bytes], rests: list[list[bytes]]):
+        port = int(server.url.rsplit(":", 1)[1])
+        self.socks = [socket.create_connection(("127.0.0.1", port), timeout=30)
+                      for _ in starts]
+        for sock, start in zip(self.socks, starts, strict=True):
+            sock.sendall(start)
+        self.rests = [list(rest) for rest in rests]
+        self.hurry = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.hurry.wait(0.2):
+            for sock, rest in zip(self.socks, self.rests, strict=True):
+                if rest:
+                    piece = rest[0][:4]
+                    rest[0] = rest[0][4:]
+                    if not rest[0]:
+                        rest.pop(0)
+                    sock.sendall(piece)
+
+    def finish(self) -> list[bytes]:
+        """Send the rest of each request; each answer, read to the close."""
+        self.hurry.set()
+        self.thread.join()
+        for sock, rest in zip(self.socks, self.rests, strict=True):
+            sock.sendall(b"".join(rest))
+        answers = [read_all(sock) for sock in self.socks]
+        self.close()
+        return answers
+
+    def close(self) -> None:
+        self.hurry.set()
+        self.thread.join()
+        for sock in self.socks:
+            sock.close()
+
+
+def assert_prompt_meanwhile(server: LiveServer, seconds: float = 3.0) -> None:
+    """Another client's queries are answered at once, again and again, for ``seconds``."""
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        started = time.monotonic()
+        response = requests.get(server.sparql, params={"query": "ASK {}"}, timeout=30)
+        took = time.monotonic() - started
+        assert response.ok and took < 0.5, (response.status_code, took)
+        time.sleep(0.2)
+
+
+def test_clients_trickling_large_bodies_hold_no_worker(slow_server: LiveServer) -> None:
+    bodies = [padded_ask(40_000 + i) for i in range(3)]
+    # Past the peek at once (a worker took those at 16 KiB), then a few bytes at a time.
+    trickle = Trickle(slow_server, [form_post(b) + b[:20_000] for b in bodies],
+                      [[b[20_000:]] for b in bodies])
+    try:
+        time.sleep(0.5)
+        assert_prompt_meanwhile(slow_server)
+        answers = trickle.finish()
+    finally:
+        trickle.close()
+    for answer in answers:  # and each is answered, once whole
+        assert statuses(answer) == [200], answer[:300]
+        assert answer.endswith(b"\r\n\r\ntrue"), answer[-100:]
+
+
+def test_clients_trickling_chunked_bodies_hold_no_worker(slow_server: LiveServer) -> None:
+    bodies = [padded_ask(3_000 + i) for i in range(3)]
+    head = (b"POST /sparql HTTP/1.1\r\nHost: a\r\nAccept: text/csv\r\nConnection: close\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    trickle = Trickle(slow_server, [head] * 3, [chunked(b, 7) for b in bodies])
+    try:
+        time.sleep(0.5)
+        assert_prompt_meanwhile(slow_server)
+        answers = trickle.finish()
+    finally:
+        trickle.close()
+    for answer in answers:
+        assert statuses(answer) == [200], answer[:300]
+        assert answer.endswith(b"\r\n\r\ntrue"), answer[-100:]
+
+
+def test_clients_that_expect_100_continue_hold_no_worker(slow_server: LiveServer) -> None:
+    """The supervisor sends the 100 Continue and reads the body; the worker sends none."""
+    bodies = [padded_ask(2_000 + i) for i in range(3)]
+    heads = [form_post(b, extra=b"Expect: 100-continue\r\n") for b in bodies]
+    trickle = Trickle(slow_server, heads, [[b] for b in bodies])
+    try:
+        for sock in trickle.socks:
+            assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert_prompt_meanwhile(slow_server)
+        answers = trickle.finish()
+    finally:
+        trickle.close()
+    for answer in answers:  # no second 100 Continue: the final answer only
+        assert statuses(answer) == [200], answer[:300]
+        assert answer.endswith(b"\r\n\r\ntrue"), answer[-100:]
+    # Over the limit: refused at once, no 100 (RFC 9110 §10.1.1).
+    answer = raw(slow_server, form_post(b"x" * 20_000_000, extra=b"Expect: 100-continue\r\n"))
+    assert statuses(answer) == [413], answer[:300]
+
+
+def test_a_trickled_graph_store_put_is_written_and_a_stalled_request_gets_408(
+        slow_server: LiveServer) -> None:
+    turtle = b"".join(b"<http://e/s%d> <http://e/p> %d .\n" % (i, i) for i in range(1_500))
+    put = (f"PUT /rdf-graph-store?graph={GRAPH} HTTP/1.1\r\nHost: a\r\n"
+           f"Authorization: Bearer {TOKEN}\r\nContent-Type: text/turtle\r\n"
+           f"Connection: close\r\nContent-Length: {len(turtle)}\r\n\r\n").encode()
+    stalled_body = padded_ask(30_000)
+    trickle = Trickle(slow_server, [put + turtle[:20_000]], [[turtle[20_000:]]])
+    port = int(slow_server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+        stalled.sendall(form_post(stalled_body) + stalled_body[:20_000])  # and no more
+        started = time.monotonic()
+        try:
+            assert_prompt_meanwhile(slow_server)
+            (answer,) = trickle.finish()
+        finally:
+            trickle.close()
+        assert statuses(answer) == [201], answer[:300]
+        count = requests.get(slow_server.sparql, timeout=10, params={
+            "query": f"SELECT (COUNT(*) AS ?n) {{ GRAPH <{GRAPH}> {{ ?s ?p ?o }} }}",
+            "format": "csv"})
+        assert count.text.split() == ["n", "1500"], count.text
+        late = read_all(stalled)
+        waited = time.monotonic() - started
+    assert statuses(late) == [408], late[:300]
+    assert 13 < waited < 20, waited  # READ_TIMEOUT (15 s) from its first bytes
+
+
+def test_past_the_gather_budget_a_request_body_is_refused_503(app: Any) -> None:
+    """The supervisor holds at most GATHER_BUDGET bytes of requests being read; past it a
+    request that must be read is answered 503 with Retry-After (not handed to a worker to
+    wait for: that would give the workers to whoever filled the budget)."""
+    from sasci_kg.web.prefork import Supervisor
+    from sasci_kg.web.prefork.supervisor import GATHER_BUDGET
+
+    body = padded_ask(40_000)
+    for gathered, expected in ((0, None), (GATHER_BUDGET - 10_000, 503)):
+        left, right = socket.socketpair()
+        with left, right:
+            fake = types.SimpleNamespace(
+                app=app, config=types.SimpleNamespace(queue_timeout=3.0, port=0, queue_size=8),
+                by_fd={left.fileno(): 7}, idle={7: time.monotonic()}, connections={7: left},
+                partial=set(), ready={}, gathering={}, gathered=gathered, lingering={},
+                outgoing={}, held=0, slots=_Slots(1), peek_buffer=bytearray(PEEK_BYTES),
+                body_limit=1 << 20, epoll=select.epoll())
+            for name in ("_readable", "_gather", "_take_bytes", "_hand_over", "_refuse_held",
+                         "_linger", "_forget", "_count_held", "_drop_gathering",
+                         "_count_gathered"):
+                setattr(fake, name, getattr(Supervisor, name).__get__(fake))
+            fake.epoll.register(left.fileno(), select.EPOLLIN | select.EPOLLET)
+            right.sendall(form_post(body) + body[:30_000])
+            fake._readable(left.fileno())
+            if expected is None:  # read here, waiting for the rest
+                assert fake.gathered == 30_000 + len(form_post(body)) and 7 in fake.gathering
+                right.settimeout(0.2)
+                with pytest.raises(TimeoutError):
+                    right.recv(100)
+                fake._forget(7)
+                assert fake.gathered == 0
+            else:
+                right.settimeout(5)
+                head = right.recv(65536)
+                assert statuses(head) == [503] and b"Retry-After: 3" in head, head
+                assert fake.gathered == gathered and not fake.gathering
+                fake._forget(7)

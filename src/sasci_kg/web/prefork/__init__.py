@@ -21,6 +21,13 @@ What keeps it safe:
 - **Idle connections** go back to the supervisor: a worker keeps its keep-alive connection
   only while no other client is waiting, so a few idle clients cannot hold every worker.
   The supervisor watches idle connections and hands one to a free worker when it has a request.
+- **Slow senders**: a worker is given a request only once it is whole (or one it refuses at
+  once: a broken head, a declared body over the limit). The supervisor looks at a request
+  still arriving with ``MSG_PEEK`` while it fits in :data:`.http.PEEK_BYTES`; one that does
+  not, or has a chunked body, or waits for ``100 Continue`` (sent by the supervisor), it
+  reads into memory until it is whole (:class:`.http._Gathering`; at most
+  :data:`.supervisor.GATHER_BUDGET` bytes in all, then 503), and hands it over with its
+  bytes in a memfd. Each request must be in within :data:`.worker.READ_TIMEOUT` (then 408).
 - **Slow readers**: a worker sends what the socket takes at once; the rest of a larger
   answer (in a memfd, or a download's own file) goes to the supervisor, which sends it as
   the client reads (:class:`.outbox._Outbox`), so a client reading slowly holds no worker.

@@ -15,9 +15,10 @@ _IDLE, _BUSY, _SENDING, _ANSWERED, _DEAD, _STARTING = 0, 1, 2, 3, 4, 5
 # 0 when none)
 _SLOT = struct.Struct("<BBBxxxxxQdd")
 _ID = struct.Struct("<Q")
-# A request handed to a worker: the connection's id, and when its first bytes arrived
-# (CLOCK_MONOTONIC: the time it waited for a worker counts in its logged duration).
-_DISPATCH = struct.Struct("<Qd")
+# A request handed to a worker: the connection's id, when its first bytes arrived
+# (CLOCK_MONOTONIC: the time it waited for a worker counts in its logged duration), and whether
+# the supervisor read it (its bytes come in a memfd, the second descriptor).
+_DISPATCH = struct.Struct("<Qd?")
 
 
 class _Slots:

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from werkzeug.exceptions import ServiceUnavailable
+
 from ...downloads import MAKER_MEMORY_LIMIT_ENV
 from ...executor import (
     ExecutorBusyError,
@@ -34,10 +36,29 @@ from .. import close_app, create_app
 from ..config import ServerConfig
 from ..resources import share_downloads
 from ..shared_cache import share_results
-from .http import PEEK_BYTES, _bare_environ, _complete, _peek, _raw_response, _render, refusal
+from .http import (
+    _GATHER,
+    _TOO_LARGE,
+    _WHOLE,
+    PEEK_BYTES,
+    _bare_environ,
+    _Gathering,
+    _judge,
+    _peek,
+    _raw_response,
+    _render,
+    refusal,
+)
 from .outbox import _BLOCK, _SPILL, SEND_SLICE
 from .slots import _BUSY, _DEAD, _DISPATCH, _ID, _IDLE, _SENDING, _STARTING, _Slots
-from .worker import READ_TIMEOUT, SEND_TIMEOUT, WORKER_NAME, _flush_logs, _Worker
+from .worker import (
+    READ_TIMEOUT,
+    SEND_TIMEOUT,
+    WORKER_NAME,
+    _flush_logs,
+    _memfd_of,
+    _Worker,
+)
 
 log = logging.getLogger("sasci_kg.web.prefork")
 
@@ -52,6 +73,14 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # Workers that die before they are ready to take requests, this many times within this many
 # seconds, stop the server (a store that cannot be opened, a broken install).
 CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW = 5, 60.0
+# Requests read here until whole (:class:`.http._Gathering`: bodies past the peek, chunked,
+# after a 100 Continue) hold at most this many bytes in all. Past it a new request body is
+# refused 503 (Retry-After) rather than handed to a worker to wait for: that would give the
+# workers to whoever fills the budget. Small requests (whole in the peek) are not affected.
+GATHER_BUDGET = 128 * 1024 * 1024
+# At most this much is read from one client in one turn of the loop (then the others).
+GATHER_STEP = 256 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @dataclass
@@ -119,6 +148,8 @@ class Supervisor:
         self.outgoing: dict[int, _Outgoing] = {}  # answers being sent from here, by connection
         self.lingering: dict[int, _Lingering] = {}  # refusals being sent, then closed
         self.held = 0  # bytes of the memfds in self.outgoing
+        self.gathering: dict[int, _Gathering] = {}  # requests being read here until whole
+        self.gathered = 0  # their bytes (at most GATHER_BUDGET)
         self.holding_listener = False
         self.serial = 0
         self.peek_buffer = bytearray(PEEK_BYTES)
@@ -354,9 +385,13 @@ class Supervisor:
     def _readable(self, fd: int, mask: int = 0) -> None:
         """Bytes arrived on a connection held here: once a whole request is there (or the
         client has stopped sending: it never will be), hand it to a free worker; if the
-        client closed, close it."""
+        client closed, close it. A request that cannot be seen whole by peeking is read here
+        (:meth:`_gather`)."""
         ident = self.by_fd.get(fd)
         if ident is None or ident not in self.idle:
+            return
+        if ident in self.gathering:
+            self._gather(ident)
             return
         try:
             waiting = _peek(self.connections[ident], self.peek_buffer)
@@ -368,12 +403,22 @@ class Supervisor:
             self._forget(ident)
             return
         done_sending = bool(mask & (select.EPOLLRDHUP | select.EPOLLHUP))
-        if not done_sending and not _complete(memoryview(self.peek_buffer)[:waiting],
-                                              self.body_limit):
+        judged = _WHOLE if done_sending else _judge(
+            memoryview(self.peek_buffer)[:waiting], self.body_limit, self.connections[ident])
+        if judged != _WHOLE:
             if ident not in self.partial:  # the request's clock starts with its first bytes
                 self.partial.add(ident)
                 self.idle[ident] = time.monotonic()
+            if judged == _GATHER:  # read from now on (level-triggered: a step at a time)
+                self.gathering[ident] = _Gathering(self.body_limit, self.idle[ident])
+                self.epoll.modify(fd, select.EPOLLIN | select.EPOLLRDHUP)
+                self._gather(ident)
             return
+        self._hand_over(ident)
+
+    def _hand_over(self, ident: int) -> None:
+        """The request on a connection held here is whole (or one a worker refuses at once):
+        to a free worker, or to the queue."""
         since = self.idle.pop(ident)
         # The request's clock starts with its first bytes: now, unless it came in pieces
         # (not when the connection went idle: a client idle for longer than queue_timeout
@@ -381,13 +426,69 @@ class Supervisor:
         arrived = since if ident in self.partial else time.monotonic()
         self.partial.discard(ident)
         with contextlib.suppress(OSError):
-            self.epoll.unregister(fd)
+            self.epoll.unregister(self.connections[ident].fileno())
+        if ident in self.gathering:
+            # Read here over up to READ_TIMEOUT: its wait for a worker (queue_timeout) starts
+            # now; its logged duration still counts from its first bytes (_dispatch).
+            arrived = time.monotonic()
         if self.ready or self._all_busy() or self._dispatch_pending():
             self.ready[ident] = arrived  # waits its turn here, or gets a 503
             if len(self.ready) > self.config.queue_size:
                 self._shed(ident)
             return
         self._dispatch(ident, arrived)
+
+    # -- requests read here until whole
+
+    def _gather(self, ident: int) -> None:
+        """Read the next bytes of a request being read here."""
+        try:
+            chunk = self.connections[ident].recv(GATHER_STEP, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._forget(ident)
+            return
+        if not chunk:  # the client has stopped sending: a worker answers what there is
+            self._hand_over(ident)
+            return
+        self._take_bytes(ident, chunk)
+
+    def _take_bytes(self, ident: int, chunk: bytes) -> None:
+        gathering = self.gathering[ident]
+        if self.gathered + len(chunk) > GATHER_BUDGET:
+            retry_after = max(1, math.ceil(self.config.queue_timeout))
+            log.warning("request bodies being received hold %d bytes: a request got 503",
+                        self.gathered)
+            busy = ServiceUnavailable(
+                description="the server is receiving as many request bodies as it can hold; "
+                            f"try again in {retry_after} s", retry_after=retry_after)
+            self._refuse_held(ident, _raw_response(*_render(self.app, busy,
+                                                            _bare_environ(self.config.port))))
+            return
+        self._count_gathered(len(chunk))
+        judged = gathering.add(chunk)
+        if judged == _TOO_LARGE:
+            self._refuse_held(ident, refusal(
+                self.app, 413, f"the request body is larger than {self.body_limit} bytes"))
+        elif judged == _WHOLE:
+            self._hand_over(ident)
+        elif gathering.expects:  # the client waits for this before it sends its body
+            gathering.expects = False
+            try:
+                sent = self.connections[ident].send(_CONTINUE, socket.MSG_DONTWAIT)
+            except OSError:
+                sent = 0
+            if sent != len(_CONTINUE):  # (a client that reads nothing: let it go)
+                self._forget(ident)
+
+    def _count_gathered(self, change: int) -> None:
+        self.gathered += change
+
+    def _drop_gathering(self, ident: int) -> None:
+        gathering = self.gathering.pop(ident, None)
+        if gathering is not None:
+            self._count_gathered(-len(gathering.data))
 
     def _dispatch_pending(self) -> bool:
         """Whether a request handed over is still waiting for a worker to take it."""
@@ -397,14 +498,24 @@ class Supervisor:
             return False
 
     def _dispatch(self, ident: int, arrived: float) -> None:
+        gathering = self.gathering.get(ident)
+        fds = [self.connections[ident].fileno()]
         try:
-            socket.send_fds(self.dispatch_out, [_DISPATCH.pack(ident, arrived)],
-                            [self.connections[ident].fileno()])
+            if gathering is not None:  # the request's bytes go with it, in a memfd
+                fds.append(_memfd_of(gathering.data, "sasci-kg-request"))
+            socket.send_fds(self.dispatch_out, [_DISPATCH.pack(
+                ident, arrived if gathering is None else gathering.began,
+                gathering is not None)], fds)
         except BlockingIOError:  # the hand-over queue is full: wait here for a free worker
             self.ready[ident] = arrived
         except OSError as exc:
             log.warning("could not hand a connection to a worker: %s", exc)
             self._forget(ident)
+        else:
+            self._drop_gathering(ident)
+        finally:
+            for fd in fds[1:]:
+                os.close(fd)
 
     # -- when every worker is busy
 
@@ -465,6 +576,7 @@ class Supervisor:
         self.idle.pop(ident, None)
         self.partial.discard(ident)
         self.ready.pop(ident, None)
+        self._drop_gathering(ident)
         sock = self.connections[ident]
         sock.setblocking(False)
         self.lingering[ident] = _Lingering(memoryview(response), time.monotonic() + LINGER)
@@ -520,6 +632,7 @@ class Supervisor:
         self.idle.pop(ident, None)
         self.partial.discard(ident)
         self.ready.pop(ident, None)
+        self._drop_gathering(ident)
         if sock is not None:
             self.by_fd.pop(sock.fileno(), None)
             with contextlib.suppress(OSError, ValueError):

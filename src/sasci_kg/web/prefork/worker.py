@@ -41,14 +41,17 @@ from ..result_cache import AnswerCache, CachedAnswer
 from .http import (
     _HEAD_END,
     _HOP_BY_HOP,
+    _WHOLE,
     MAX_HEADER_BYTES,
     PEEK_BYTES,
     _bare_environ,
+    _check_h11_request,
     _check_head_size,
-    _complete,
+    _check_target,
     _date,
     _done_sending,
     _drain,
+    _judge,
     _parse_plain,
     _peek,
     _raw_response,
@@ -197,16 +200,22 @@ class _Worker:
     def _take(self) -> _Connection | None:
         """A connection with a request waiting (from the supervisor) or a new one."""
         try:
-            message, fds, _, _ = socket.recv_fds(self.dispatch, _DISPATCH.size, 1,
+            message, fds, _, _ = socket.recv_fds(self.dispatch, _DISPATCH.size, 2,
                                                  socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             pass
         else:
             if fds:
                 sock = socket.socket(fileno=fds[0])
-                ident, arrived = _DISPATCH.unpack(message)
+                ident, arrived, gathered = _DISPATCH.unpack(message)
                 conn = self._adopt(sock, ident, announce=False)
                 conn.arrived = arrived
+                if gathered:  # the request, read whole by the supervisor: in a memfd
+                    if len(fds) < 2:  # (lost: at the open-files limit)
+                        log.warning("a request handed over arrived without its bytes; closing")
+                        self._close(conn)
+                        return None
+                    conn.buffer = _read_memfd(fds[1])
                 return conn
         try:
             sock, _ = self.listener.accept()
@@ -256,7 +265,8 @@ class _Worker:
             except OSError:
                 waiting = 0  # reset: the read below sees it
             whole = waiting == 0 or (waiting is not None and (
-                _complete(memoryview(self.peek_buffer)[:waiting], self.body_limit)
+                _judge(memoryview(self.peek_buffer)[:waiting], self.body_limit,
+                       conn.sock) == _WHOLE
                 or _done_sending(conn.sock)))
             if not whole:
                 self._hand_back(conn)
@@ -602,16 +612,8 @@ class _Worker:
             if isinstance(event, h11.ConnectionClosed):
                 return False
             assert isinstance(event, h11.Request)
-            if not event.http_version.startswith(b"1."):  # (1.2 and on are read as 1.1)
-                raise _Refused(505, f"HTTP/{event.http_version.decode('ascii', 'replace')} "
-                                    "is not served here; use HTTP/1.1")
-            self.slots.write(self.index, _BUSY, conn=conn.ident)
-            _check_target(event.target)
-            names = {name for name, _ in event.headers}
-            if b"content-length" in names and b"transfer-encoding" in names:
-                # RFC 9112 §6.3: a smuggling attempt, or a broken client; either way, refuse.
-                raise _Refused(400, "both Content-Length and Transfer-Encoding; send one")
-            body = self._h11_body(conn, http, event)
+            _check_h11_request(event, self.body_limit)
+            body = self._h11_body(conn, http)
         except h11.RemoteProtocolError as exc:
             return self._refuse(conn, exc.error_status_hint, str(exc))
         except _Refused as exc:
@@ -656,15 +658,10 @@ class _Worker:
                 raise _Refused(408, "the request did not arrive in time") from None
             http.receive_data(data)
 
-    def _h11_body(self, conn: _Connection, http: h11.Connection, request: h11.Request) -> bytes:
+    def _h11_body(self, conn: _Connection, http: h11.Connection) -> bytes:
+        # No 100 Continue from here: a worker is given a request whole (the supervisor sent
+        # the 100 while it read the body), or one it refuses (RFC 9110 §10.1.1: no 100 then).
         limit = self.body_limit
-        length = next((v for k, v in request.headers if k == b"content-length"), None)
-        if length is not None and int(length) > limit:
-            raise _Refused(413, f"the request body is larger than {limit} bytes")
-        chunked = any(k == b"transfer-encoding" for k, _ in request.headers)
-        if http.client_is_waiting_for_100_continue and (chunked or int(length or 0) > 0):
-            go_on = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-            conn.sock.sendall(http.send(go_on) or b"")
         parts: list[bytes] = []
         size = 0
         while True:
@@ -812,22 +809,39 @@ def _whole(body: Iterable[bytes]) -> list[bytes]:
             close()
 
 
+def _memfd_of(data: bytes | bytearray, name: str) -> int:
+    """A memfd holding ``data`` (to hand bytes to another process with a descriptor)."""
+    memfd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(memfd, view):]
+    except BaseException:
+        os.close(memfd)
+        raise
+    return memfd
+
+
+def _read_memfd(memfd: int) -> bytes:
+    """The bytes of a memfd handed over (then closed)."""
+    try:
+        size = os.fstat(memfd).st_size
+        parts, done = [], 0
+        while done < size:
+            part = os.pread(memfd, size - done, done)
+            if not part:
+                break
+            parts.append(part)
+            done += len(part)
+        return b"".join(parts)
+    finally:
+        os.close(memfd)
+
+
 def _flush_logs() -> None:
     for handler in logging.getLogger("sasci_kg").handlers:
         with contextlib.suppress(Exception):
             handler.flush()
-
-
-def _check_target(target: bytes) -> None:
-    """400 for raw bytes in the request target that are not UTF-8: the app decodes the target
-    as UTF-8, and such a byte (``?x=\\xff``) failed it with a 500; granian answers 400.
-    (RFC 3986 has them percent-encoded; raw UTF-8, as curl sends it, is read as before.)"""
-    if not target.isascii():
-        try:
-            target.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Refused(400, "the request target holds raw bytes that are not UTF-8; "
-                                "percent-encode its UTF-8 bytes (é is %C3%A9)") from None
 
 
 def _split_target(target: bytes) -> tuple[str, str]:
