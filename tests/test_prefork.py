@@ -1236,6 +1236,25 @@ def test_a_trickled_graph_store_put_is_written_and_a_stalled_request_gets_408(
     assert 13 < waited < 20, waited  # READ_TIMEOUT (15 s) from its first bytes
 
 
+def test_a_pipelined_request_trickled_behind_another_holds_no_worker(
+        slow_server: LiveServer) -> None:
+    """A whole request, then the start of the next: the worker answers the first and gives
+    the connection back with the second's bytes, to be read by the supervisor."""
+    first = b"GET /sparql?query=ASK%7B%7D HTTP/1.1\r\nHost: a\r\nAccept: text/csv\r\n\r\n"
+    bodies = [padded_ask(20_000 + i) for i in range(3)]
+    trickle = Trickle(slow_server, [first + form_post(b) + b[:100] for b in bodies],
+                      [[b[100:]] for b in bodies])
+    try:
+        time.sleep(0.5)
+        assert_prompt_meanwhile(slow_server)
+        answers = trickle.finish()
+    finally:
+        trickle.close()
+    for answer in answers:
+        assert statuses(answer) == [200, 200], answer[:300]
+        assert answer.count(b"\r\n\r\ntrue") == 2, answer[-100:]
+
+
 def test_past_the_gather_budget_a_request_body_is_refused_503(app: Any) -> None:
     """The supervisor holds at most GATHER_BUDGET bytes of requests being read; past it a
     request that must be read is answered 503 with Retry-After (not handed to a worker to

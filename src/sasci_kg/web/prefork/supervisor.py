@@ -57,6 +57,7 @@ from .worker import (
     WORKER_NAME,
     _flush_logs,
     _memfd_of,
+    _read_memfd,
     _Worker,
 )
 
@@ -321,9 +322,17 @@ class Supervisor:
                 self._forget(ident)
             elif kind == b"I" and ident in self.connections:
                 self.idle[ident] = time.monotonic()
-                # Edge-triggered: woken when more arrives, not again for what is there.
-                self.epoll.register(self.connections[ident].fileno(),
-                                    select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+                if fds:  # with the start of a pipelined request: read the rest here
+                    data = _read_memfd(fds.pop(0))
+                    self.partial.add(ident)
+                    self.gathering[ident] = _Gathering(self.body_limit, self.idle[ident])
+                    self.epoll.register(self.connections[ident].fileno(),
+                                        select.EPOLLIN | select.EPOLLRDHUP)
+                    self._take_bytes(ident, data)
+                else:
+                    # Edge-triggered: woken when more arrives, not again for what is there.
+                    self.epoll.register(self.connections[ident].fileno(),
+                                        select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
             for fd in fds[1:] if kind == b"N" else fds:
                 os.close(fd)
 

@@ -48,6 +48,7 @@ from .http import (
     _check_h11_request,
     _check_head_size,
     _check_target,
+    _complete,
     _date,
     _done_sending,
     _drain,
@@ -159,7 +160,15 @@ class _Worker:
                 # waited for the rest while the client sat idle.
                 conn.buffer = conn.buffer.lstrip(b"\r\n")
             if conn is not None and conn.buffer:
-                conn = self._serve(conn)  # a pipelined request is already here
+                # A pipelined request is already here, or its start: the rest is waited for
+                # by the supervisor, not here (a client could send one slowly on purpose).
+                if (_complete(conn.buffer, self.body_limit)
+                        or _complete(self._read_waiting(conn), self.body_limit)
+                        or _done_sending(conn.sock)):
+                    conn = self._serve(conn)
+                else:
+                    self._hand_back(conn)
+                    conn = None
                 continue
             poller = select.poll()
             poller.register(self.listener, select.POLLIN)
@@ -241,10 +250,29 @@ class _Worker:
         return _Connection(sock, ident, peer)
 
     def _hand_back(self, conn: _Connection) -> None:
+        """Give the connection back to the supervisor, with the start of a request already
+        read here (in a memfd), if any."""
         self.slots.write(self.index, _IDLE)
         with contextlib.suppress(OSError):
-            self.control.send(b"I" + _ID.pack(conn.ident))
+            if conn.buffer:
+                memfd = _memfd_of(conn.buffer, "sasci-kg-request")
+                try:
+                    socket.send_fds(self.control, [b"I" + _ID.pack(conn.ident)], [memfd])
+                finally:
+                    os.close(memfd)
+            else:
+                self.control.send(b"I" + _ID.pack(conn.ident))
         conn.sock.close()
+
+    def _read_waiting(self, conn: _Connection) -> bytes:
+        """``conn.buffer`` with what waits on the socket now added to it (no waiting)."""
+        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
+            if conn.sock.gettimeout() is not None:  # (with one, recv would wait for it)
+                conn.sock.settimeout(None)
+            more = conn.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            if more:
+                conn.buffer += more
+        return conn.buffer
 
     def _close(self, conn: _Connection) -> None:
         self.slots.write(self.index, _IDLE)
