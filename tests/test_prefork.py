@@ -1155,6 +1155,27 @@ def assert_prompt_meanwhile(server: LiveServer, seconds: float = 3.0) -> None:
         time.sleep(0.2)
 
 
+def test_refused_clients_that_send_nothing_more_hold_no_worker(slow_server: LiveServer
+                                                               ) -> None:
+    # A body declared over the limit is refused 413 at once; a worker that then read what
+    # the client still sent, for up to a second, was held by clients that sent nothing more
+    # (two workers: another client's queries took ~1 s). The supervisor closes them now.
+    port = int(slow_server.url.rsplit(":", 1)[1])
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(6)]
+    try:
+        for sock in socks:
+            sock.sendall(form_post(b"", extra=b"X-Pad: 1\r\n").replace(
+                b"Content-Length: 0", b"Content-Length: 10000000000"))
+        assert_prompt_meanwhile(slow_server, seconds=2.0)
+        for sock in socks:
+            sock.settimeout(10)
+            answer = sock.recv(65536)
+            assert statuses(answer) == [413], answer[:200]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_clients_trickling_large_bodies_hold_no_worker(slow_server: LiveServer) -> None:
     bodies = [padded_ask(40_000 + i) for i in range(3)]
     # Past the peek at once (a worker took those at 16 KiB), then a few bytes at a time.

@@ -320,6 +320,10 @@ class Supervisor:
                 self.by_fd[fds[0]] = ident
             elif kind == b"C":
                 self._forget(ident)
+            elif kind == b"L" and fds:  # a worker's refusal, to send before closing
+                response = _read_memfd(fds.pop(0))
+                if ident in self.connections:
+                    self._refuse_held(ident, response)
             elif kind == b"I" and ident in self.connections:
                 self.idle[ident] = time.monotonic()
                 if fds:  # with the start of a pipelined request: read the rest here

@@ -703,14 +703,30 @@ class _Worker:
                 raise _Refused(413, f"the request body is larger than {limit} bytes")
             parts.append(bytes(event.data))
 
-    def _refuse(self, conn: _Connection, status: int, detail: str) -> bool:
-        """An answer for a request the app never sees (malformed, too large, too slow)."""
+    def _refuse(self, conn: _Connection, status: int, detail: str) -> bool | None:
+        """An answer for a request the app never sees (malformed, too large, too slow).
+
+        The supervisor sends it and closes the connection (None: it has it now), reading
+        what the client still sends meanwhile, as it does for its own refusals: closing with
+        unread bytes would reset the connection before the client reads the answer. A worker
+        that did this itself was held up to a second per refusal by a client that declared a
+        body over the limit and then sent nothing (the slow-sender work's find)."""
         if status == 501:  # a transfer coding other than chunked: the client's error
             status = 400
         log.info("refused a request from %s: %s %s", conn.peer[0], status, detail)
+        response = refusal(self.app, status, detail)
+        try:
+            memfd = _memfd_of(response, "sasci-kg-refusal")
+            try:
+                socket.send_fds(self.control, [b"L" + _ID.pack(conn.ident)], [memfd])
+            finally:
+                os.close(memfd)
+            return None
+        except OSError:  # (no descriptor to be had, or the supervisor is gone): as before
+            pass
         with contextlib.suppress(OSError):
             conn.sock.settimeout(5.0)
-            conn.sock.sendall(refusal(self.app, status, detail))
+            conn.sock.sendall(response)
             _drain(conn.sock)
         return False
 
