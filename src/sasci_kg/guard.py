@@ -69,6 +69,19 @@ class QueryTooDeepError(QueryRefusedError):
         self.column = column
 
 
+class QueryChainTooLongError(QueryRefusedError):
+    """A query with more clauses that nest its algebra, or more operators, than the engine
+    can evaluate without overflowing its stack (see :data:`MAX_CLAUSES`)."""
+
+    def __init__(self, what: str, count: int, limit: int, fix: str):
+        super().__init__(
+            f"the query has {count} {what}; this endpoint takes at most {limit}, because "
+            f"longer chains crash the query engine. {fix}"
+        )
+        self.count = count
+        self.limit = limit
+
+
 class RemoteAccessRefusedError(QueryRefusedError):
     """A SERVICE call or LOAD that would make the server fetch a URL the policy does not allow."""
 
@@ -466,6 +479,52 @@ def _check_size(text: str, policy: Policy) -> None:
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     if size > policy.max_bytes:
         raise QueryTooLargeError(size, policy.max_bytes)
+    _check_chains(text)
+
+
+# Chains the engine cannot take, though within the size limit and at bracket depth 1: each
+# BIND, MINUS, VALUES or OPTIONAL of a group nests the algebra one level deeper, and each
+# operator an expression's tree, and pyoxigraph 0.5.13 evaluates them recursively. It
+# overflowed its stack (SIGSEGV, the worker lost) at 4,000 BINDs, MINUS or VALUES in a group
+# and at 8,000 "+" in one expression (2,000 and 4,000 ran); a review's find, probed here.
+MAX_CLAUSES = 1_000
+MAX_OPERATORS = 3_000
+_NESTING_CLAUSES = ("BIND", "MINUS", "VALUES", "OPTIONAL")
+_OPERATORS = frozenset({"+", "-", "*", "/", "||", "&&", "=", "!=", "<", ">", "<=", ">=", "!",
+                        "^", "|"})
+# No shorter text can hold more than those: a clause takes 6 characters at least, an operator 2
+# with its operand. (So usual queries pay nothing for this check.)
+_CHAINS_FROM = min(6 * MAX_CLAUSES, 2 * MAX_OPERATORS)
+
+
+def _check_chains(text: str) -> None:
+    """Refuse a query with more nesting clauses or operators than the engine can take."""
+    if len(text) < _CHAINS_FROM:
+        return
+    # Counted in C first, wherever they stand (strings, IRIs, comments and longer words too):
+    # an upper bound, enough for almost every text.
+    upper = text.upper()
+    clauses = sum(map(upper.count, _NESTING_CLAUSES))
+    operators = sum(map(text.count, "+-*/|&=<>!^"))
+    if clauses <= MAX_CLAUSES and operators <= MAX_OPERATORS:
+        return
+    clauses = operators = 0
+    try:
+        for token in tokenize(text):
+            if token.kind == "punct":
+                operators += token.text in _OPERATORS
+            elif token.kind == "word":
+                clauses += token.text.upper() in _NESTING_CLAUSES
+    except QuerySyntaxError:
+        return  # (the checks after this one say where)
+    if clauses > MAX_CLAUSES:
+        raise QueryChainTooLongError(
+            "BIND, MINUS, VALUES and OPTIONAL clauses", clauses, MAX_CLAUSES,
+            "Put the values in one VALUES block, or split the query.")
+    if operators > MAX_OPERATORS:
+        raise QueryChainTooLongError(
+            "operators (+, -, *, /, ||, &&, comparisons, path steps)", operators, MAX_OPERATORS,
+            "Write a long chain of || as IN (…), or split the query.")
 
 
 def _check_full(text: str, policy: Policy) -> Checked:

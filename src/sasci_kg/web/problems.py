@@ -41,6 +41,7 @@ from ..executor import (
     WorkerCrashedError,
 )
 from ..guard import (
+    QueryChainTooLongError,
     QuerySyntaxError,
     QueryTooDeepError,
     QueryTooLargeError,
@@ -130,6 +131,7 @@ _MAP: list[tuple[type[BaseException], int, str, str]] = [
     (QuerySyntaxError, 400, "syntax-error", "SPARQL syntax error"),
     (QueryTooLargeError, 413, "query-too-large", "Query too large"),
     (QueryTooDeepError, 400, "query-too-deep", "Query nested too deeply"),
+    (QueryChainTooLongError, 400, "query-too-complex", "Query too complex"),
     (RemoteAccessRefusedError, 403, "remote-access-refused", "SERVICE or LOAD refused"),
     (WrongOperationError, 400, "wrong-operation", "Wrong operation for this endpoint"),
     (QueryTimeoutError, 504, "query-timeout", "Query time limit reached"),
@@ -189,7 +191,7 @@ def problem_for(exc: SasciKgError) -> Response:
         extra.update(line=exc.line, column=exc.column)
     if isinstance(exc, QueryTooLargeError):
         extra.update(limit=exc.limit, size=exc.size)
-    if isinstance(exc, QueryTooDeepError):
+    if isinstance(exc, (QueryTooDeepError, QueryChainTooLongError)):
         extra.update(limit=exc.limit)
     if isinstance(exc, RemoteAccessRefusedError):
         extra.update(keyword=exc.keyword, iri=exc.iri)
