@@ -479,7 +479,8 @@ def _check_size(text: str, policy: Policy) -> None:
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     if size > policy.max_bytes:
         raise QueryTooLargeError(size, policy.max_bytes)
-    _check_chains(text)
+    if size >= _CHAINS_FROM:  # (shorter texts cannot hold the chains: see there)
+        _check_chains(text)
 
 
 # Chains the engine cannot take, though within the size limit and at bracket depth 1: each
@@ -499,8 +500,6 @@ _CHAINS_FROM = min(6 * MAX_CLAUSES, 2 * MAX_OPERATORS)
 
 def _check_chains(text: str) -> None:
     """Refuse a query with more nesting clauses or operators than the engine can take."""
-    if len(text) < _CHAINS_FROM:
-        return
     # Counted in C first, wherever they stand (strings, IRIs, comments and longer words too):
     # an upper bound, enough for almost every text.
     upper = text.upper()
