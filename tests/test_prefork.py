@@ -1143,6 +1143,16 @@ class Trickle:
         for sock in self.socks:
             sock.close()
 
+    def answers_once_others_were_served(self, server: LiveServer) -> list[bytes]:
+        """While these clients trickle, another's queries are answered at once; then the
+        answers to theirs."""
+        try:
+            time.sleep(0.5)
+            assert_prompt_meanwhile(server)
+            return self.finish()
+        finally:
+            self.close()
+
 
 def assert_prompt_meanwhile(server: LiveServer, seconds: float = 3.0) -> None:
     """Another client's queries are answered at once, again and again, for ``seconds``."""
@@ -1181,12 +1191,7 @@ def test_clients_trickling_large_bodies_hold_no_worker(slow_server: LiveServer) 
     # Past the peek at once (a worker took those at 16 KiB), then a few bytes at a time.
     trickle = Trickle(slow_server, [form_post(b) + b[:20_000] for b in bodies],
                       [[b[20_000:]] for b in bodies])
-    try:
-        time.sleep(0.5)
-        assert_prompt_meanwhile(slow_server)
-        answers = trickle.finish()
-    finally:
-        trickle.close()
+    answers = trickle.answers_once_others_were_served(slow_server)
     for answer in answers:  # and each is answered, once whole
         assert statuses(answer) == [200], answer[:300]
         assert answer.endswith(b"\r\n\r\ntrue"), answer[-100:]
@@ -1198,12 +1203,7 @@ def test_clients_trickling_chunked_bodies_hold_no_worker(slow_server: LiveServer
             b"Content-Type: application/x-www-form-urlencoded\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
     trickle = Trickle(slow_server, [head] * 3, [chunked(b, 7) for b in bodies])
-    try:
-        time.sleep(0.5)
-        assert_prompt_meanwhile(slow_server)
-        answers = trickle.finish()
-    finally:
-        trickle.close()
+    answers = trickle.answers_once_others_were_served(slow_server)
     for answer in answers:
         assert statuses(answer) == [200], answer[:300]
         assert answer.endswith(b"\r\n\r\ntrue"), answer[-100:]
@@ -1265,12 +1265,7 @@ def test_a_pipelined_request_trickled_behind_another_holds_no_worker(
     bodies = [padded_ask(20_000 + i) for i in range(3)]
     trickle = Trickle(slow_server, [first + form_post(b) + b[:100] for b in bodies],
                       [[b[100:]] for b in bodies])
-    try:
-        time.sleep(0.5)
-        assert_prompt_meanwhile(slow_server)
-        answers = trickle.finish()
-    finally:
-        trickle.close()
+    answers = trickle.answers_once_others_were_served(slow_server)
     for answer in answers:
         assert statuses(answer) == [200, 200], answer[:300]
         assert answer.count(b"\r\n\r\ntrue") == 2, answer[-100:]
